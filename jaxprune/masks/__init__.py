@@ -1,0 +1,35 @@
+"""Scores -> masks: scorers, exact top-k selection by scope, per-leaf sparsity
+allocation (uniform / ERK) and sparsity schedules.
+
+>>> import jaxprune as jp
+>>> mask = jp.masks.topk(jp.masks.magnitude(params), 0.9)          # global, 10% kept
+>>> mask = jp.masks.topk(jp.masks.filter_norm(params), 0.5, scope="filter", params=params)
+>>> per_leaf = jp.masks.allocate(params, 0.9, method="erk")
+>>> mask = jp.masks.topk(jp.masks.magnitude(params), per_leaf, scope="layer")
+"""
+
+from jaxprune.masks.allocation import allocate, erk_densities
+from jaxprune.masks.schedules import (
+    constant_schedule,
+    geometric_density,
+    geometric_schedule,
+    polynomial_schedule,
+)
+from jaxprune.masks.scorers import filter_norm, magnitude, random, snip
+from jaxprune.masks.select import SCOPES, score_keys, topk
+
+__all__ = [
+    "SCOPES",
+    "allocate",
+    "constant_schedule",
+    "erk_densities",
+    "filter_norm",
+    "geometric_density",
+    "geometric_schedule",
+    "magnitude",
+    "polynomial_schedule",
+    "random",
+    "score_keys",
+    "snip",
+    "topk",
+]

@@ -1,0 +1,66 @@
+"""Scorers: pytrees of importance scores with the params' structure.
+
+A score leaf has the param leaf's shape (one score per weight) except for
+:func:`filter_norm`, which returns one score per output unit (the LAST axis).
+``None`` leaves pass through as ``None``. Larger score = more important; the
+selection in :mod:`jaxprune.masks.select` keeps the largest scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view
+
+
+def magnitude(params: PyTree) -> PyTree:
+    """``|w|`` on every leaf (same shapes and dtypes)."""
+    return jax.tree.map(lambda w: None if w is None else jnp.abs(w), params, is_leaf=is_none)
+
+
+def random(key: jax.Array, params: PyTree) -> PyTree:
+    """Uniform ``[0, 1)`` float32 scores of each leaf's shape, one independent
+    stream per leaf (``jax.random.split(key, num_leaves)`` in leaf order)."""
+    leaves, treedef = jax.tree.flatten(params, is_leaf=is_none)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    out = [
+        None if w is None else jax.random.uniform(k, jnp.shape(w), jnp.float32)
+        for k, w in zip(keys, leaves, strict=False)
+    ]
+    return jax.tree.unflatten(treedef, out)
+
+
+def snip(params: PyTree, grads: PyTree) -> PyTree:
+    """SNIP connection sensitivity ``|w * dL/dw|`` (Lee et al. 2019), leafwise.
+
+    ``grads`` must have the params' structure (e.g. ``jax.grad(loss)(params, batch)``)."""
+    check_same_structure(params, grads, "params", "grads")
+
+    def one(w: Any, g: Any) -> Any:
+        if w is None or g is None:
+            return None
+        if jnp.shape(w) != jnp.shape(g):
+            raise ValueError(f"grads leaf of shape {jnp.shape(g)} does not match param shape {jnp.shape(w)}")
+        return jnp.abs(w * g)
+
+    return jax.tree.map(one, params, grads, is_leaf=is_none)
+
+
+def filter_norm(params: PyTree) -> PyTree:
+    """The l2 norm of each output unit: a leaf of shape ``(..., out)`` gives a
+    float32 vector of shape ``(out,)`` (``||w[..., i]||_2``, accumulated in
+    float32). Scalar (0-d) leaves have no output axis and give ``None``.
+
+    Use with ``topk(scores, s, scope="filter", params=params)`` to keep or drop
+    whole filters (DPF's structured variant)."""
+
+    def one(w: Any) -> Any:
+        if w is None or jnp.ndim(w) == 0:
+            return None
+        v = neuron_view(jnp.asarray(w)).astype(jnp.float32)
+        return jnp.sqrt(jnp.sum(v * v, axis=0))
+
+    return jax.tree.map(one, params, is_leaf=is_none)

@@ -1,0 +1,307 @@
+"""Exact, sort-free top-k selection: scores pytree -> boolean mask pytree.
+
+``topk`` keeps exactly ``k = round((1 - sparsity) * n)`` entries of every pool
+(``round`` = round half to even), where ``n`` counts ALL entries of the pool,
+including those already masked out by ``mask``: masked entries count as pruned
+and never come back, so the ``k`` kept entries are chosen among the unmasked
+ones (all unmasked entries are kept if fewer than ``k`` remain). Pools:
+
+- ``"global"``: all prunable leaves as one pool;
+- ``"layer"``: each prunable leaf (``sparsity`` may be a per-leaf pytree,
+  e.g. from :func:`jaxprune.masks.allocate`);
+- ``"neuron"``: each output unit (a column of :func:`jaxprune.tree.neuron_view`,
+  i.e. the LAST axis of the leaf);
+- ``"filter"``: whole output units ranked globally across leaves; score leaves
+  are per-unit vectors ``(out,)`` (see :func:`jaxprune.masks.filter_norm`) and
+  the mask is expanded to the full leaf shape; ``n`` = number of units.
+
+Ties are broken deterministically: the lower flat index wins, where the flat
+index is the row-major position inside the pool (for the global scopes, in the
+concatenation of the leaves in ``jax.tree.leaves`` order). Results are thus
+identical across runs, devices and shardings.
+
+Algorithm (no sort, no host round trip, jittable, dynamic ``k``): scores are
+mapped to order-preserving ``uint32`` keys (float32 bit pattern with the sign
+bit flipped for positives, all bits inverted for negatives, -0.0 read as +0.0;
+bf16/float16 and integer scores are upcast to float32 first (integers beyond
+2**24 in magnitude are thus rounded); masked entries get key 0 and NaN
+key 1, i.e. NaN is the lowest score). The k-th largest key ``t`` is found
+without concatenating the leaves (sharded leaves stay sharded: XLA inserts the
+reductions' collectives): for one pool over all leaves (global, filter) by two
+16-bit radix-histogram passes; for many pools at once (layer, neuron) by 32
+rounds of bisection on its bits, each one fused pass ``sum(keys >= cand)``.
+If ``count(keys >= t) == k`` the mask is ``keys >= t``; otherwise ties at
+``t`` are resolved with a per-leaf cumulative count of the tie mask in flat
+order (plus the counts of earlier leaves).
+
+NaN scores raise ``ValueError`` on concrete inputs; under ``jit`` (where a
+data-dependent error is impossible) NaN ranks below every other score.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxprune._validate import check_choice, check_number
+from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view, path_str, resolve_prunable
+
+SCOPES = ("global", "layer", "neuron", "filter")
+
+_TOP_BIT = np.uint32(0x80000000)
+
+
+@partial(jax.jit, static_argnames="largest")
+def score_keys(x: jax.Array, valid: jax.Array | None = None, *, largest: bool = True) -> jax.Array:
+    """Order-preserving ``uint32`` keys of scores (any shape, float/int/bool).
+
+    Non-NaN float32 values map to ``[0x007FFFFF, 0xFF800000]`` monotonically
+    (decreasingly if ``largest=False``); NaN maps to 1 and entries where
+    ``valid`` is False to 0, so both rank below every real score."""
+    f = jnp.asarray(x).astype(jnp.float32)
+    f = jnp.where(f == 0, jnp.float32(0), f)  # -0.0 ties with +0.0
+    bits = lax.bitcast_convert_type(f, jnp.uint32)
+    key = jnp.where(bits >= _TOP_BIT, ~bits, bits | _TOP_BIT)
+    if not largest:
+        key = ~key
+    key = jnp.where(jnp.isnan(f), jnp.uint32(1), key)
+    if valid is not None:
+        key = jnp.where(valid, key, jnp.uint32(0))
+    return key
+
+
+def _count_ge(key: jax.Array, t: jax.Array, axis: int | None = None) -> jax.Array:
+    return jnp.sum(key >= t, axis=axis, dtype=jnp.int32)
+
+
+def _bit(i: jax.Array) -> jax.Array:
+    return jnp.right_shift(jnp.uint32(_TOP_BIT), i.astype(jnp.uint32))
+
+
+def _radix_kth(keys: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The k-th largest key ``t`` over ``keys`` and ``count(keys >= t)``, by two
+    16-bit radix passes: a 65536-bin histogram (``bincount``) of the high half
+    picks the bucket holding the k-th key, a second histogram of the low half
+    restricted to that bucket pinpoints it. ``k = 0`` gives ``t = 2**32 - 1``."""
+    nb = 1 << 16
+    t, above, c_t = jnp.uint32(0), jnp.int32(0), jnp.int32(0)
+    for shift in (16, 0):
+
+        def digit(key: jax.Array, shift: int = shift, t: jax.Array = t) -> jax.Array:
+            d = ((key >> shift) & (nb - 1)).astype(jnp.int32)
+            return d if shift == 16 else jnp.where((key >> 16) == t, d, nb)  # nb = not in the bucket
+
+        counts = sum(jnp.bincount(digit(key).ravel(), length=nb + 1) for key in keys)[:nb]
+        c_ge = jnp.cumsum(counts[::-1])[::-1].astype(jnp.int32)  # entries with digit >= b
+        b = jnp.sum(c_ge >= k - above, dtype=jnp.int32) - 1  # c_ge is non-increasing
+        c_t = above + c_ge[b]
+        above = above + jnp.where(b + 1 < nb, c_ge[jnp.minimum(b + 1, nb - 1)], 0)
+        t = (t << 16) | b.astype(jnp.uint32)
+    return t, c_t
+
+
+@jax.jit
+def select_global(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
+    """Keep the ``k`` largest keys over all arrays of ``keys`` (one pool; keys 0
+    are never kept; ties -> lower flat index in the concatenation order)."""
+    n_alive = sum(jnp.sum(key != 0, dtype=jnp.int32) for key in keys)
+    k = jnp.minimum(jnp.asarray(k, jnp.int32), n_alive)
+    t, c_t = _radix_kth(keys, k)
+
+    def no_ties() -> list[jax.Array]:
+        return [key >= t for key in keys]
+
+    def with_ties() -> list[jax.Array]:
+        need = k - sum(jnp.sum(key > t, dtype=jnp.int32) for key in keys)
+        out, offset = [], jnp.int32(0)
+        for key in keys:
+            tie = key == t
+            cum = jnp.cumsum(tie.ravel(), dtype=jnp.int32).reshape(key.shape) + offset
+            out.append((key > t) | (tie & (cum <= need)))
+            offset = offset + jnp.sum(tie, dtype=jnp.int32)
+        return out
+
+    return lax.cond(c_t == k, no_ties, with_ties)
+
+
+@jax.jit
+def select_columns(keys: list[jax.Array], ks: list[jax.Array]) -> list[jax.Array]:
+    """Per-column top-k: ``keys[l]`` is ``(m_l, P_l)``, every column is its own
+    pool keeping ``ks[l]`` (shape ``(P_l,)`` or scalar) entries; ties -> lower
+    row. One bisection loop serves all arrays."""
+    ks = [
+        jnp.minimum(jnp.broadcast_to(jnp.asarray(k, jnp.int32), key.shape[1:]), _count_ge(key, 1, 0))
+        for key, k in zip(keys, ks, strict=True)
+    ]
+
+    def body(i: jax.Array, carry: tuple) -> tuple:
+        ts, cs = carry
+        new_t, new_c = [], []
+        for key, k, t, c_t in zip(keys, ks, ts, cs, strict=True):
+            cand = t | _bit(i)
+            c = _count_ge(key, cand[None, :], 0)
+            ok = c >= k
+            new_t.append(jnp.where(ok, cand, t))
+            new_c.append(jnp.where(ok, c, c_t))
+        return new_t, new_c
+
+    init = (
+        [jnp.zeros(key.shape[1:], jnp.uint32) for key in keys],
+        [jnp.full(key.shape[1:], key.shape[0], jnp.int32) for key in keys],
+    )
+    ts, cs = lax.fori_loop(0, 32, body, init)
+    out = []
+    for key, k, t, c_t in zip(keys, ks, ts, cs, strict=True):
+
+        def with_ties(key: jax.Array = key, k: jax.Array = k, t: jax.Array = t) -> jax.Array:
+            tie = key == t[None, :]
+            need = k - jnp.sum(key > t[None, :], axis=0, dtype=jnp.int32)
+            return (key > t[None, :]) | (tie & (jnp.cumsum(tie, axis=0, dtype=jnp.int32) <= need[None, :]))
+
+        out.append(lax.cond(jnp.all(c_t == k), lambda key=key, t=t: key >= t[None, :], with_ties))
+    return out
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, int | float | np.number) or (hasattr(x, "ndim") and x.ndim == 0)
+
+
+def _num_kept(sparsity: Any, n: int, name: str) -> jax.Array:
+    """``round((1 - sparsity) * n)`` as int32: float64 on the host for concrete
+    sparsities, float32 on device for traced ones."""
+    check_number(name, sparsity, low=0.0, high=1.0)
+    if isinstance(sparsity, jax.core.Tracer):
+        return jnp.round((1.0 - jnp.asarray(sparsity, jnp.float32)) * n).astype(jnp.int32)
+    return jnp.int32(round((1.0 - float(sparsity)) * n))
+
+
+def _check_no_nan(path: tuple, x: Any) -> None:
+    if isinstance(x, jax.core.Tracer) or jnp.asarray(x).dtype.kind != "f":
+        return
+    if bool(jnp.any(jnp.isnan(x))):
+        raise ValueError(f"scores contain NaN at {path_str(path) or '<root>'}; scores must not be NaN")
+
+
+def topk(
+    scores: PyTree,
+    sparsity: Any,
+    *,
+    scope: str = "global",
+    prunable: PyTree | None = None,
+    mask: PyTree | None = None,
+    largest: bool = True,
+    params: PyTree | None = None,
+) -> PyTree:
+    """Keep the ``round((1 - sparsity) * n)`` highest-scoring entries of each pool.
+
+    Args:
+      scores: pytree of score arrays (param shapes; per-unit ``(out,)`` vectors
+        for ``scope="filter"``). ``None`` leaves are not prunable.
+      sparsity: fraction in ``[0, 1]`` pruned per pool: a Python/NumPy float or
+        a (traced) jnp scalar; for ``scope="layer"`` also a pytree with the
+        scores' structure holding one sparsity per prunable leaf.
+      scope: ``"global"`` | ``"layer"`` | ``"neuron"`` | ``"filter"`` (module docstring).
+      prunable: which leaves to select on (pytree of bools, or a mask); default:
+        the non-``None`` leaves of ``mask`` if given, else
+        :func:`jaxprune.tree.prunable` of ``params`` (filter) or ``scores``.
+      mask: existing mask (bool leaves of the param shapes, ``None`` = not
+        prunable); its ``False`` entries count as pruned and stay pruned.
+      largest: ``True`` keeps the largest scores (prunes the lowest); ``False``
+        keeps the smallest (prunes the highest, as in the AP2/AP3 study).
+      params: for ``scope="filter"``: the params, whose leaf shapes the unit
+        mask is expanded to (not needed when ``mask`` is given).
+
+    Returns:
+      A mask pytree with the scores' structure: bool arrays of the param
+      shapes on prunable leaves, ``None`` elsewhere. Jittable (``scope``,
+      ``prunable`` and ``largest`` are static).
+    """
+    check_choice("scope", scope, SCOPES)
+    if not isinstance(largest, bool | np.bool_):
+        raise TypeError(f"largest must be a bool, got {largest!r}")
+    if mask is not None:
+        check_same_structure(scores, mask, "scores", "mask")
+    if params is not None:
+        check_same_structure(scores, params, "scores", "params")
+    shapes_src = mask if mask is not None else params
+    if scope == "filter" and shapes_src is None:
+        raise ValueError('scope="filter" needs params= (or mask=) to know the full leaf shapes')
+    if prunable is not None:
+        check_same_structure(scores, prunable, "scores", "prunable")
+    elif mask is not None:
+        prunable = mask
+    elif scope == "filter":
+        prunable = resolve_prunable(params)
+    flags = resolve_prunable(scores, prunable)
+
+    flat, treedef = jax.tree.flatten_with_path(scores, is_leaf=is_none)
+    flag_list = treedef.flatten_up_to(flags)
+    mask_list = [None] * len(flat) if mask is None else treedef.flatten_up_to(mask)
+    src_list = [None] * len(flat) if shapes_src is None else treedef.flatten_up_to(shapes_src)
+    if scope == "layer" and not _is_scalar(sparsity):
+        check_same_structure(scores, sparsity, "scores", "sparsity")
+        sparsity_list = treedef.flatten_up_to(sparsity)
+    else:
+        check_number("sparsity", sparsity, low=0.0, high=1.0)
+        sparsity_list = [sparsity] * len(flat)
+
+    chosen = []  # (position, path, scores, valid-or-None, full shape, sparsity)
+    for i, ((path, s), flag, m, src, sp) in enumerate(
+        zip(flat, flag_list, mask_list, src_list, sparsity_list, strict=True)
+    ):
+        if not flag:
+            continue
+        name = path_str(path) or "<root>"
+        if s is None:
+            raise ValueError(f"scores leaf {name} is None but marked prunable")
+        if not hasattr(s, "shape"):
+            raise TypeError(f"scores leaf {name} must be an array, got {type(s).__name__}")
+        _check_no_nan(path, s)
+        full_shape = jnp.shape(s) if scope != "filter" else jnp.shape(src)
+        if scope == "filter" and (jnp.ndim(s) != 1 or not full_shape or full_shape[-1] != jnp.shape(s)[0]):
+            raise ValueError(
+                f'scope="filter" needs per-unit scores of shape (out,) = {full_shape[-1:]} at {name}, '
+                f"got {jnp.shape(s)} for a leaf of shape {full_shape}"
+            )
+        if m is not None and jnp.shape(m) != full_shape:
+            raise ValueError(f"mask leaf {name} has shape {jnp.shape(m)}, expected {full_shape}")
+        if sp is None:
+            raise ValueError(f"sparsity has no value for the prunable leaf {name}")
+        valid = None if m is None else jnp.asarray(m).astype(bool)
+        chosen.append((i, name, s, valid, full_shape, sp))
+
+    result: list[Any] = [None] * len(flat)
+    if not chosen:
+        return jax.tree.unflatten(treedef, result)
+
+    if scope in ("global", "filter"):
+        if scope == "filter":
+            units = [None if v is None else jnp.any(neuron_view(v), axis=0) for *_, v, _, _ in chosen]
+        else:
+            units = [v for *_, v, _, _ in chosen]
+        keys = [score_keys(c[2], u, largest=largest) for c, u in zip(chosen, units, strict=True)]
+        n = sum(int(key.size) for key in keys)
+        kept = select_global(keys, _num_kept(sparsity, n, "sparsity"))
+        for (i, _, _, valid, shape, _), keep in zip(chosen, kept, strict=True):
+            if scope == "filter":
+                keep = jnp.broadcast_to(keep, shape)
+            result[i] = keep if valid is None else keep & valid
+        return jax.tree.unflatten(treedef, result)
+
+    keys, ks = [], []
+    for _, name, s, valid, _, sp in chosen:
+        key = score_keys(s, valid, largest=largest)
+        if scope == "layer":
+            keys.append(key.reshape(-1, 1))
+            ks.append(_num_kept(sp, int(key.size), f"sparsity[{name}]"))
+        else:
+            keys.append(neuron_view(key))
+            ks.append(_num_kept(sp, int(keys[-1].shape[0]), "sparsity"))
+    for (i, _, _, _, shape, _), keep in zip(chosen, select_columns(keys, ks), strict=True):
+        result[i] = keep.reshape(shape)
+    return jax.tree.unflatten(treedef, result)

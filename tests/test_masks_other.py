@@ -1,0 +1,100 @@
+"""jaxprune.masks scorers, schedules and per-leaf allocation against closed
+forms, NumPy and hand-worked cases."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxprune as jp
+
+
+def params():
+    rng = np.random.default_rng(0)
+    return {
+        "conv": jnp.asarray(rng.standard_normal((3, 3, 2, 4)), jnp.bfloat16),
+        "bias": None,
+        "dense": jnp.asarray(rng.standard_normal((5, 6)), jnp.float32),
+    }
+
+
+def test_scorers_against_numpy():
+    p = params()
+    g = jax.tree.map(lambda w: None if w is None else jnp.ones_like(w) * -2.0, p, is_leaf=lambda x: x is None)
+    mag, sn, fn = jp.masks.magnitude(p), jp.masks.snip(p, g), jp.masks.filter_norm(p)
+    assert mag["bias"] is None and sn["bias"] is None and fn["bias"] is None
+    for k in ("conv", "dense"):
+        w = np.asarray(p[k], np.float32)
+        np.testing.assert_allclose(np.asarray(mag[k], np.float32), np.abs(w))
+        np.testing.assert_allclose(np.asarray(sn[k], np.float32), np.abs(2 * w), rtol=1e-2)
+        np.testing.assert_allclose(
+            np.asarray(fn[k]), np.linalg.norm(w.reshape(-1, w.shape[-1]), axis=0), rtol=1e-6
+        )
+        assert fn[k].dtype == jnp.float32
+
+
+def test_random_scores():
+    p = params()
+    a, b = jp.masks.random(jax.random.key(0), p), jp.masks.random(jax.random.key(1), p)
+    assert a["bias"] is None and a["conv"].shape == (3, 3, 2, 4) and a["dense"].dtype == jnp.float32
+    assert 0.0 <= float(a["dense"].min()) and float(a["dense"].max()) < 1.0
+    assert not np.array_equal(np.asarray(a["dense"]), np.asarray(b["dense"]))
+
+
+def test_snip_structure_mismatch():
+    with pytest.raises(ValueError, match="grads"):
+        jp.masks.snip({"w": jnp.ones((2, 2))}, {"v": jnp.ones((2, 2))})
+
+
+def test_polynomial_schedule_closed_form():
+    f = jax.jit(jp.masks.polynomial_schedule(0.9, 100, 500, init_sparsity=0.2, power=3))
+    for t in (0, 100, 101, 250, 499, 500, 10_000):
+        prog = min(max((t - 100) / 400, 0.0), 1.0)
+        assert float(f(t)) == pytest.approx(0.9 + (0.2 - 0.9) * (1 - prog) ** 3, abs=1e-6)
+    assert float(jp.masks.constant_schedule(0.3)(7)) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(final_sparsity=1.2, begin_step=0, end_step=1), "final_sparsity"),
+        (dict(final_sparsity=0.5, begin_step=5, end_step=5), "end_step"),
+        (dict(final_sparsity=0.5, begin_step=-1, end_step=5), "begin_step"),
+        (dict(final_sparsity=0.5, begin_step=0, end_step=5, power=0), "power"),
+        (dict(final_sparsity=0.5, begin_step=0, end_step=5, init_sparsity=float("nan")), "init_sparsity"),
+    ],
+)
+def test_polynomial_schedule_validation(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        jp.masks.polynomial_schedule(**kwargs)
+
+
+def test_geometric():
+    assert jp.masks.geometric_density(0.8, 3) == pytest.approx(0.512)
+    assert float(jp.masks.geometric_schedule(0.85)(2)) == pytest.approx(1 - 0.85**2, abs=1e-6)
+    with pytest.raises(ValueError, match="alpha"):
+        jp.masks.geometric_density(1.5, 1)
+
+
+def test_erk_hand_computed():
+    # Leaves (3,4) and (2,2,2,8): raw = 7/12 and 14/64; budget = 0.5 * 76 = 38.
+    # eps = 38 / (7 + 14) makes (3,4) exceed density 1 -> dense; then eps = (38 - 12) / 14
+    # and the conv density = 14/64 * 26/14 = 26/64.
+    p = {"a": jnp.zeros((3, 4)), "b": jnp.zeros(3), "c": jnp.zeros((2, 2, 2, 8))}
+    got = jp.masks.allocate(p, 0.5, method="erk")
+    assert got["b"] is None and got["a"] == 0.0 and got["c"] == pytest.approx(1 - 26 / 64)
+    kept = sum((1 - got[k]) * math.prod(p[k].shape) for k in ("a", "c"))
+    assert kept == pytest.approx(38)
+
+
+def test_allocate_uniform_overrides_and_topk_layer():
+    p = {"a": jnp.arange(12.0).reshape(3, 4), "c": jnp.arange(16.0).reshape(4, 4)}
+    alloc = jp.masks.allocate(p, 0.5, overrides={"^c$": 0.75})
+    assert alloc == {"a": 0.5, "c": 0.75}
+    mask = jp.masks.topk(p, alloc, scope="layer")
+    np.testing.assert_array_equal(np.asarray(mask["a"]).ravel(), np.arange(12) >= 6)
+    np.testing.assert_array_equal(np.asarray(mask["c"]).ravel(), np.arange(16) >= 12)
+    with pytest.raises(ValueError, match="method"):
+        jp.masks.allocate(p, 0.5, method="lamp")

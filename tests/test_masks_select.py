@@ -1,0 +1,279 @@
+"""jaxprune.masks.topk against an independent NumPy reference: a stable
+argsort of the negated scores over the unmasked entries of each pool (lower
+flat index wins ties), keeping round((1 - sparsity) * n) entries."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxprune as jp
+
+SPARSITIES = [0.0, 0.1, 0.25, 0.5, 0.7, 0.9, 0.97, 1.0]
+
+
+def ref_pool(x: np.ndarray, valid: np.ndarray, k: int, largest: bool = True) -> np.ndarray:
+    """Keep the k best of the 1-D pool x among valid entries (stable argsort)."""
+    x = x.astype(np.float64)
+    idx = np.flatnonzero(valid)
+    order = idx[np.argsort(-x[idx] if largest else x[idx], kind="stable")]
+    keep = np.zeros(x.shape, bool)
+    keep[order[:k]] = True
+    return keep
+
+
+def n_kept(s: float, n: int) -> int:
+    return round((1 - s) * n)
+
+
+def ref_global(leaves, masks, s, largest=True):
+    flat = np.concatenate([np.asarray(x, np.float32).ravel() for x in leaves])
+    valid = np.concatenate(
+        [np.ones(np.size(x), bool) if m is None else np.ravel(m) for x, m in zip(leaves, masks, strict=True)]
+    )
+    keep = ref_pool(flat, valid, n_kept(s, flat.size), largest)
+    out, start = [], 0
+    for x in leaves:
+        out.append(keep[start : start + np.size(x)].reshape(np.shape(x)))
+        start += np.size(x)
+    return out
+
+
+def ref_layer(x, m, s, largest=True):
+    x = np.asarray(x, np.float32)
+    valid = np.ones(x.size, bool) if m is None else np.ravel(m)
+    return ref_pool(x.ravel(), valid, n_kept(s, x.size), largest).reshape(x.shape)
+
+
+def ref_neuron(x, m, s, largest=True):
+    x = np.asarray(x, np.float32)
+    cols = x.reshape(-1, x.shape[-1])
+    valid = np.ones(cols.shape, bool) if m is None else np.asarray(m).reshape(cols.shape)
+    out = np.stack(
+        [ref_pool(cols[:, j], valid[:, j], n_kept(s, cols.shape[0]), largest) for j in range(cols.shape[1])],
+        1,
+    )
+    return out.reshape(x.shape)
+
+
+# Few distinct dims keep the number of XLA compilations (the test's cost) small.
+shapes_st = st.lists(
+    st.lists(st.sampled_from([1, 3, 4]), min_size=1, max_size=3).map(tuple), min_size=1, max_size=2
+)
+
+
+@st.composite
+def problems(draw):
+    shapes = draw(shapes_st)
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["normal", "int", "equal"]))
+    if kind == "normal":
+        leaves = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    elif kind == "int":
+        leaves = [rng.integers(-2, 3, s).astype(np.float32) for s in shapes]
+    else:
+        leaves = [np.full(s, 1.5, np.float32) for s in shapes]
+    masks = [rng.random(s) < 0.6 for s in shapes] if draw(st.booleans()) else [None] * len(shapes)
+    return leaves, masks, draw(st.sampled_from(SPARSITIES)), draw(st.booleans())
+
+
+def as_trees(leaves, masks):
+    scores = {f"l{i}": jnp.asarray(x) for i, x in enumerate(leaves)}
+    flags = {f"l{i}": True for i in range(len(leaves))}
+    mask = None
+    if masks[0] is not None:
+        mask = {f"l{i}": jnp.asarray(m) for i, m in enumerate(masks)}
+    return scores, flags, mask
+
+
+@settings(max_examples=20)
+@given(problems(), st.sampled_from(["global", "layer", "neuron"]))
+def test_topk_matches_numpy_reference(problem, scope):
+    leaves, masks, s, largest = problem
+    scores, flags, mask = as_trees(leaves, masks)
+    got = jp.masks.topk(scores, s, scope=scope, prunable=flags, mask=mask, largest=largest)
+    if scope == "global":
+        want = ref_global(leaves, masks, s, largest)
+    else:
+        ref = ref_layer if scope == "layer" else ref_neuron
+        want = [ref(x, m, s, largest) for x, m in zip(leaves, masks, strict=True)]
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(np.asarray(got[f"l{i}"]), w)
+
+
+@settings(max_examples=12)
+@given(problems())
+def test_filter_scope_matches_numpy_reference(problem):
+    leaves, masks, s, largest = problem
+    params = {f"l{i}": jnp.zeros((2, *np.shape(x))) for i, x in enumerate(leaves)}  # units = last axis of x
+    unit_scores = {f"l{i}": jnp.asarray(np.ravel(x)[: np.shape(x)[-1]]) for i, x in enumerate(leaves)}
+    flags = {k: True for k in params}
+    # Reference: units of each leaf are its last-axis entries; pool them globally.
+    unit_leaves = [np.asarray(v) for v in unit_scores.values()]
+    unit_masks = [None] * len(leaves)
+    mask = None
+    if masks[0] is not None:
+        mask = {}
+        for i, (k, p) in enumerate(params.items()):
+            m = np.random.default_rng(i).random(p.shape) < 0.8
+            mask[k] = jnp.asarray(m)
+            unit_masks[i] = m.reshape(-1, p.shape[-1]).any(0)
+    want_units = ref_global(unit_leaves, unit_masks, s, largest)
+    got = jp.masks.topk(
+        unit_scores, s, scope="filter", prunable=flags, mask=mask, params=params, largest=largest
+    )
+    for i, (k, p) in enumerate(params.items()):
+        want = np.broadcast_to(want_units[i], p.shape)
+        if mask is not None:
+            want = want & np.asarray(mask[k])
+        np.testing.assert_array_equal(np.asarray(got[k]), want)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "neuron"])
+def test_exact_count_with_all_equal_scores_and_none_leaves(scope):
+    scores = {"a": jnp.ones((6, 5)), "bias": None, "b": jnp.ones((4, 3, 5)), "c": jnp.ones(7)}
+    got = jp.masks.topk(scores, 0.6, scope=scope)
+    assert got["bias"] is None and got["c"] is None  # None and 1-D leaves are not prunable by default
+    if scope == "global":
+        assert int(got["a"].sum() + got["b"].sum()) == round(0.4 * 90)
+        # ties -> lower flat index: the first 36 entries in leaf order ("a" then "b")
+        assert bool(got["a"].all()) and int(got["b"].sum()) == 6 and bool(got["b"].ravel()[:6].all())
+    elif scope == "layer":
+        assert int(got["a"].sum()) == 12 and int(got["b"].sum()) == round(0.4 * 60)
+    else:
+        np.testing.assert_array_equal(np.asarray(got["a"].sum(0)), [round(0.4 * 6)] * 5)
+        np.testing.assert_array_equal(np.asarray(got["b"].reshape(12, 5).sum(0)), [round(0.4 * 12)] * 5)
+
+
+def test_masked_entries_stay_pruned_and_count_as_pruned():
+    x = np.arange(10, dtype=np.float32)
+    m = np.ones(10, bool)
+    m[[9, 8, 7]] = False  # the three largest are already pruned
+    got = jp.masks.topk({"w": jnp.asarray(x)}, 0.5, prunable={"w": True}, mask={"w": jnp.asarray(m)})
+    np.testing.assert_array_equal(np.asarray(got["w"]), np.isin(np.arange(10), [2, 3, 4, 5, 6]))
+    # fewer unmasked than k: keep every unmasked entry, nothing masked comes back
+    got = jp.masks.topk({"w": jnp.asarray(x)}, 0.1, prunable={"w": True}, mask={"w": jnp.asarray(m)})
+    np.testing.assert_array_equal(np.asarray(got["w"]), m)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_scores(dtype):
+    rng = np.random.default_rng(0)
+    leaves = [rng.standard_normal((8, 6)), rng.standard_normal((3, 3, 2, 4))]
+    low = [np.asarray(jnp.asarray(x, dtype).astype(jnp.float32)) for x in leaves]  # rounded values, many ties
+    scores = {"a": jnp.asarray(leaves[0], dtype), "b": jnp.asarray(leaves[1], dtype)}
+    got = jp.masks.topk(scores, 0.8)
+    want = ref_global(low, [None, None], 0.8)
+    np.testing.assert_array_equal(np.asarray(got["a"]), want[0])
+    np.testing.assert_array_equal(np.asarray(got["b"]), want[1])
+
+
+def test_traced_sparsity_under_jit_matches_numpy():
+    rng = np.random.default_rng(1)
+    leaves = [
+        rng.integers(0, 4, (10, 7)).astype(np.float32),
+        rng.integers(0, 4, (3, 3, 2, 5)).astype(np.float32),
+    ]
+    scores = {"a": jnp.asarray(leaves[0]), "b": jnp.asarray(leaves[1])}
+    for scope in ("global", "neuron"):
+        fn = jax.jit(partial(jp.masks.topk, scope=scope))
+        for s in (0.0, 0.3, 0.55, 0.9, 1.0):
+            got = fn(scores, jnp.float32(s))
+            if scope == "global":
+                want = ref_global(leaves, [None, None], s)
+            else:
+                want = [ref_neuron(x, None, s) for x in leaves]
+            np.testing.assert_array_equal(np.asarray(got["a"]), want[0])
+            np.testing.assert_array_equal(np.asarray(got["b"]), want[1])
+
+
+def test_layer_scope_with_per_leaf_sparsity_pytree_traced():
+    rng = np.random.default_rng(2)
+    leaves = {
+        "a": rng.standard_normal((9, 4)).astype(np.float32),
+        "b": rng.standard_normal((5, 6)).astype(np.float32),
+    }
+    scores = {k: jnp.asarray(v) for k, v in leaves.items()}
+    per_leaf = {"a": 0.25, "b": 0.8}
+    eager = jp.masks.topk(scores, per_leaf, scope="layer")
+    traced = jax.jit(partial(jp.masks.topk, scope="layer"))(
+        scores, {k: jnp.float32(v) for k, v in per_leaf.items()}
+    )
+    for k, v in leaves.items():
+        np.testing.assert_array_equal(np.asarray(eager[k]), ref_layer(v, None, per_leaf[k]))
+        np.testing.assert_array_equal(np.asarray(traced[k]), ref_layer(v, None, per_leaf[k]))
+
+
+def test_nan_scores():
+    scores = {"w": jnp.asarray([[1.0, jnp.nan], [3.0, 0.5]])}
+    with pytest.raises(ValueError, match="NaN"):
+        jp.masks.topk(scores, 0.5)
+    got = jax.jit(jp.masks.topk)(scores, 0.5)  # under jit NaN ranks lowest
+    np.testing.assert_array_equal(np.asarray(got["w"]), [[True, False], [True, False]])
+    got = jax.jit(jp.masks.topk)(scores, 0.25)
+    np.testing.assert_array_equal(np.asarray(got["w"]), [[True, False], [True, True]])
+
+
+def test_same_mask_sharded_over_8_devices():
+    devices = np.array(jax.devices())
+    assert devices.size == 8
+    mesh = jax.sharding.Mesh(devices, ("d",))
+    rng = np.random.default_rng(3)
+    leaves = {
+        "conv": rng.integers(0, 50, (3, 3, 4, 16)).astype(np.float32),
+        "dense": rng.standard_normal((64, 8)).astype(np.float32),
+    }
+    specs = {
+        "conv": jax.sharding.PartitionSpec(None, None, None, "d"),
+        "dense": jax.sharding.PartitionSpec("d"),
+    }
+    scores = {k: jnp.asarray(v) for k, v in leaves.items()}
+    sharded = {k: jax.device_put(v, jax.sharding.NamedSharding(mesh, specs[k])) for k, v in scores.items()}
+    assert len(sharded["dense"].sharding.device_set) == 8
+    for scope in ("global", "layer", "neuron"):
+        fn = jax.jit(partial(jp.masks.topk, scope=scope))
+        one = fn(scores, 0.9)
+        many = fn(sharded, 0.9)
+        for k in leaves:
+            np.testing.assert_array_equal(np.asarray(one[k]), np.asarray(many[k]))
+    want = ref_global(list(leaves.values()), [None, None], 0.9)
+    np.testing.assert_array_equal(np.asarray(jax.jit(jp.masks.topk)(sharded, 0.9)["conv"]), want[0])
+
+
+def test_prunable_and_largest_false():
+    x = np.array([[4.0, 1.0], [3.0, 2.0]], np.float32)
+    scores = {"a": jnp.asarray(x), "b": jnp.asarray(x)}
+    got = jp.masks.topk(scores, 0.5, prunable={"a": True, "b": False}, largest=False)
+    assert got["b"] is None
+    np.testing.assert_array_equal(np.asarray(got["a"]), [[False, True], [False, True]])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_bad_sparsity(bad):
+    with pytest.raises(ValueError, match="sparsity"):
+        jp.masks.topk({"w": jnp.ones((2, 2))}, bad)
+    with pytest.raises(ValueError, match="sparsity"):
+        jp.masks.topk({"w": jnp.ones((2, 2))}, {"w": bad}, scope="layer")
+
+
+def test_bad_arguments():
+    scores = {"w": jnp.ones((2, 2)), "v": jnp.ones((3, 2))}
+    with pytest.raises(ValueError, match="scope"):
+        jp.masks.topk(scores, 0.5, scope="channel")
+    with pytest.raises(ValueError, match="prunable"):
+        jp.masks.topk(scores, 0.5, prunable={"w": True})
+    with pytest.raises(ValueError, match="mask"):
+        jp.masks.topk(scores, 0.5, mask={"w": jnp.ones((2, 2), bool)})
+    with pytest.raises(ValueError, match="mask"):
+        jp.masks.topk(scores, 0.5, mask={"w": jnp.ones((2, 3), bool), "v": None})
+    with pytest.raises(ValueError, match="filter"):
+        jp.masks.topk(scores, 0.5, scope="filter")
+    with pytest.raises(ValueError, match="filter"):
+        jp.masks.topk(scores, 0.5, scope="filter", params=scores)  # full-shape scores, not per unit
+    with pytest.raises(ValueError, match="sparsity"):
+        jp.masks.topk(scores, {"w": 0.5, "v": None}, scope="layer")
