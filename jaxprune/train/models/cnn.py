@@ -1,0 +1,51 @@
+"""Plain convolutional models: the PQ-Index paper's ``cnn`` (appendix Table 2)
+and CIFAR ``vgg16`` (VGG16-D with BatchNorm, as in the DPF paper).
+
+Input (N, H, W, C) float32 NHWC; output (N, num_outputs) logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxprune.train.models.layers import batch_norm, conv
+
+# VGG16 configuration "D" (Simonyan & Zisserman 2015): widths, "M" = 2x2 max-pool.
+# fmt: off
+VGG16_CFG: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+)
+# fmt: on
+
+
+def _max_pool2(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+class ConvBNNet(nn.Module):
+    """Conv3x3(+bias) -> BN -> ReLU layers, "M" entries = 2x2 max-pool, then global
+    average pooling and one Dense(num_outputs).
+
+    ``cfg=(64, "M", 128, "M", 256, "M", 512, "M")`` is the PQ paper's CNN
+    (Conv2d(c, w, 3, 1, 1) has a bias in the authors' PyTorch table);
+    ``VGG16_CFG`` is CIFAR VGG16-D with BN, whose 32x32 input leaves a 1x1x512
+    map, so the pooling is the usual flatten and the head the usual single
+    Linear(512, K) classifier of CIFAR VGG."""
+
+    cfg: Sequence[int | str]
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = jnp.asarray(x, jnp.float32)
+        for item in self.cfg:
+            if item == "M":
+                x = _max_pool2(x)
+            else:
+                x = nn.relu(batch_norm(train)(conv(int(item), 3, use_bias=True)(x)))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_outputs)(x)

@@ -1,0 +1,121 @@
+"""CIFAR residual networks: ResNet-20/32/56 (He et al. 2016, Section 4.2) and
+WideResNet-d-k (Zagoruyko & Komodakis 2016, pre-activation blocks).
+
+Input (N, H, W, C) float32 NHWC (32x32 CIFAR); output (N, num_outputs) logits.
+Convolutions have no bias (each is followed by BatchNorm).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxprune._validate import check_choice
+from jaxprune.train.models.layers import batch_norm, conv
+
+
+class BasicBlock(nn.Module):
+    """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, ReLU.
+
+    When the shape changes (stride 2 or new width) the shortcut is
+    ``"B"``: 1x1 strided conv + BN projection (default; also torchvision's
+    ResNet-18), or ``"A"``: strided identity, zero-padded channels (He et al.'s
+    CIFAR option, parameter-free)."""
+
+    features: int
+    stride: int = 1
+    shortcut: str = "B"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = conv(self.features, 3, self.stride, name="conv1")(x)
+        y = nn.relu(batch_norm(train, name="bn1")(y))
+        y = conv(self.features, 3, name="conv2")(y)
+        y = batch_norm(train, name="bn2")(y)
+        if self.stride != 1 or x.shape[-1] != self.features:
+            if self.shortcut == "B":
+                x = conv(self.features, 1, self.stride, name="shortcut_conv")(x)
+                x = batch_norm(train, name="shortcut_bn")(x)
+            else:
+                x = x[:, :: self.stride, :: self.stride, :]
+                extra = self.features - x.shape[-1]
+                x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+        return nn.relu(y + x)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-``depth`` for CIFAR: conv3x3(16)-BN-ReLU, three stages of
+    n = (depth - 2) / 6 basic blocks at 16/32/64 channels (strides 1, 2, 2),
+    global average pooling, Dense(num_outputs). ResNet-20 has 0.27M parameters."""
+
+    depth: int
+    num_outputs: int
+    shortcut: str = "B"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.depth < 8 or (self.depth - 2) % 6:
+            raise ValueError(
+                f"depth={self.depth!r} is not valid; expected 6n + 2 with n >= 1 (20, 32, 56, 110)"
+            )
+        check_choice("shortcut", self.shortcut, ("A", "B"))
+        n = (self.depth - 2) // 6
+        x = conv(16, 3, name="stem_conv")(jnp.asarray(x, jnp.float32))
+        x = nn.relu(batch_norm(train, name="stem_bn")(x))
+        for stage, width in enumerate((16, 32, 64)):
+            for block in range(n):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = BasicBlock(width, stride, self.shortcut, name=f"stage{stage + 1}_block{block + 1}")(
+                    x, train
+                )
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_outputs, name="head")(x)
+
+
+class WideBlock(nn.Module):
+    """Pre-activation wide block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, plus shortcut.
+    The shortcut is the identity, or a 1x1 strided conv of the pre-activated
+    input when the shape changes (as in the WRN reference code). No dropout."""
+
+    features: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        pre = nn.relu(batch_norm(train, name="bn1")(x))
+        y = conv(self.features, 3, self.stride, name="conv1")(pre)
+        y = nn.relu(batch_norm(train, name="bn2")(y))
+        y = conv(self.features, 3, name="conv2")(y)
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = conv(self.features, 1, self.stride, name="shortcut_conv")(pre)
+        return y + x
+
+
+class WideResNet(nn.Module):
+    """WideResNet-``depth``-``widen``: conv3x3(16), three groups of
+    n = (depth - 4) / 6 pre-activation blocks at 16k/32k/64k channels (strides
+    1, 2, 2), BN-ReLU, global average pooling, Dense(num_outputs).
+    WRN-28-2 has 1.47M parameters (DPF paper, Figure 3)."""
+
+    depth: int = 28
+    widen: int = 2
+    num_outputs: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.depth < 10 or (self.depth - 4) % 6:
+            raise ValueError(
+                f"depth={self.depth!r} is not valid; expected 6n + 4 with n >= 1 (16, 22, 28, 40)"
+            )
+        if not isinstance(self.widen, int) or self.widen < 1:
+            raise ValueError(f"widen={self.widen!r} is not valid; expected an integer >= 1")
+        n = (self.depth - 4) // 6
+        x = conv(16, 3, name="stem_conv")(jnp.asarray(x, jnp.float32))
+        for group, width in enumerate((16, 32, 64)):
+            for block in range(n):
+                stride = 2 if group > 0 and block == 0 else 1
+                x = WideBlock(width * self.widen, stride, name=f"group{group + 1}_block{block + 1}")(x, train)
+        x = nn.relu(batch_norm(train, name="final_bn")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_outputs, name="head")(x)
