@@ -1,0 +1,98 @@
+"""The base experiment config every ``configs/*.py`` extends, and its validator.
+
+Sections: ``data`` (dataset), ``model`` (architecture; ``model.kwargs`` is free
+for architecture options), ``train`` (optimizer, schedule, batch sizes, logging
+and checkpoint cadence) and ``method`` (free-form: the pipeline's own options,
+checked by the pipeline). Top level: ``pipeline`` (a name in
+``jaxprune.pipelines.PIPELINES``), ``seed``, ``resume``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Values with a fixed set of choices, by dotted key (datasets/models/pipelines are
+# looked up in their registries at validation time).
+_CHOICES = {
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.schedule": ("constant", "cosine", "multistep"),
+    "data.source": ("auto", "npz", "tfds", "sklearn"),
+}
+_FREE_SECTIONS = ("model.kwargs", "method")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: dense MLP on ``digits``, SGD + Nesterov with cosine annealing."""
+    c = ml_collections.ConfigDict()
+    c.pipeline = "dense"
+    c.seed = 0
+    c.resume = False
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"
+    c.data.val_fraction = 0.1
+    c.data.source = "auto"
+    c.data.train_limit = 0  # 0 = all training examples
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mlp"
+    c.model.kwargs = ml_collections.ConfigDict()
+
+    t = c.train = ml_collections.ConfigDict()
+    t.epochs = 10
+    t.batch_size = 128
+    t.eval_batch_size = 512
+    t.drop_remainder = True
+    t.optimizer = "sgd"
+    t.lr = 0.1
+    t.momentum = 0.9
+    t.nesterov = True
+    t.b1 = 0.9
+    t.b2 = 0.999
+    t.eps = 1e-8
+    t.weight_decay = 5e-4
+    t.clip_norm = 0.0  # 0 = no clipping
+    t.schedule = "cosine"
+    t.warmup_epochs = 0.0
+    t.milestones = (0.5, 0.75)
+    t.lr_decay_factor = 0.1
+    t.log_every = 50
+    t.checkpoint_every = 0  # steps; 0 = at epoch ends only
+    t.keep_checkpoints = 2
+    t.progress_bar = True  # shown only when stderr is a TTY
+
+    c.method = ml_collections.ConfigDict()
+    return c
+
+
+def _check_keys(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict, prefix: str) -> None:
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            raise ValueError(f"unknown config key {path!r}; valid keys here: {sorted(base.keys())}")
+        if path in _FREE_SECTIONS:
+            continue
+        if isinstance(value, ml_collections.ConfigDict):
+            _check_keys(value, base[key], path + ".")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ``ValueError`` on a key the base config lacks (a typo in a config
+    file), or on an unknown pipeline / dataset / model / optimizer / schedule
+    name; messages list the valid choices."""
+    from jaxprune.pipelines import PIPELINES
+    from jaxprune.train import DATASET_NAMES, MODEL_NAMES
+
+    _check_keys(config, base_config(), "")
+    choices = {
+        **_CHOICES,
+        "pipeline": tuple(PIPELINES),
+        "data.name": DATASET_NAMES,
+        "model.name": MODEL_NAMES,
+    }
+    for path, valid in choices.items():
+        value = config
+        for part in path.split("."):
+            value = value[part]
+        if value not in valid:
+            raise ValueError(f"config.{path}={value!r} is not valid; expected one of {list(valid)}")

@@ -1,0 +1,367 @@
+"""The training loop: epochs of jitted steps with hooks, evaluation,
+checkpoints with exact resume, metric logging and a progress bar.
+
+The loop knows nothing about pruning. A pipeline hands the :class:`Trainer`
+optax transforms (``prepend``/``append`` around the optimizer), a
+``forward_params`` function (DPF: ``m * w``) and :class:`Hook` objects; a hook
+may return a replaced ``TrainState`` (e.g. new params after a mask update).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from jaxprune._validate import check_number
+from jaxprune.train.checkpoint import Checkpointer
+from jaxprune.train.data import Split, iterate_batches
+from jaxprune.train.mesh import make_mesh, put_batch
+from jaxprune.train.metrics import MetricsWriter, progress_bar
+from jaxprune.train.optim import _get, make_optimizer, make_schedule
+from jaxprune.train.state import TrainState, make_init_fn
+from jaxprune.train.step import ForwardParams, make_eval_step, make_train_step
+from jaxprune.tree import is_none, prunable
+
+PyTree = Any
+HookResult = TrainState | None
+
+
+def evaluate(state: TrainState, eval_step: Callable, split: Split, batch_size: int, mesh: Mesh) -> dict:
+    """Exact metrics of ``split`` (padded batches carry weight 0): classification
+    ``{"loss": mean cross-entropy, "accuracy"}``, regression ``{"loss": MSE,
+    "mse"}``. Sums accumulate on device; one host transfer at the end."""
+    total = None
+    for batch in iterate_batches(split, batch_size, seed=0, epoch=0, shuffle=False):
+        sums = eval_step(state, put_batch(batch, mesh))
+        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    if total is None:
+        raise ValueError("evaluate: split is empty (0 examples)")
+    total = jax.device_get(total)
+    count = max(float(total["count"]), 1.0)
+    out = {"loss": float(total["loss_sum"]) / count}
+    if "correct" in total:
+        out["accuracy"] = float(total["correct"]) / count
+    else:
+        out["mse"] = out["loss"]
+    return out
+
+
+class Hook:
+    """Base class of loop callbacks; override what you need. Every method may
+    return a replacement ``TrainState`` (or ``None`` to keep the state).
+
+    ``every_n_steps``: period of :meth:`every_n` (0 = never), counted in
+    optimizer steps (``state.step`` after the step)."""
+
+    every_n_steps: int = 0
+
+    def before_step(self, trainer: Trainer, state: TrainState) -> HookResult:
+        return None
+
+    def after_step(self, trainer: Trainer, state: TrainState, metrics: dict) -> HookResult:
+        """``metrics``: the step's device scalars (fetching them syncs the host)."""
+        return None
+
+    def every_n(self, trainer: Trainer, state: TrainState) -> HookResult:
+        return None
+
+    def end_of_epoch(self, trainer: Trainer, state: TrainState, epoch: int, logs: dict) -> HookResult:
+        """``logs``: this epoch's train/val metrics (host floats); a hook may add keys."""
+        return None
+
+
+@dataclass
+class FunctionHook(Hook):
+    """A :class:`Hook` from plain functions (any may be ``None``)."""
+
+    before: Callable[[Trainer, TrainState], HookResult] | None = None
+    after: Callable[[Trainer, TrainState, dict], HookResult] | None = None
+    periodic: Callable[[Trainer, TrainState], HookResult] | None = None
+    every_n_steps: int = 0
+    epoch_end: Callable[[Trainer, TrainState, int, dict], HookResult] | None = None
+
+    def before_step(self, trainer, state):
+        return None if self.before is None else self.before(trainer, state)
+
+    def after_step(self, trainer, state, metrics):
+        return None if self.after is None else self.after(trainer, state, metrics)
+
+    def every_n(self, trainer, state):
+        return None if self.periodic is None else self.periodic(trainer, state)
+
+    def end_of_epoch(self, trainer, state, epoch, logs):
+        return None if self.epoch_end is None else self.epoch_end(trainer, state, epoch, logs)
+
+
+def _sparsity_fn(params: PyTree) -> Callable[[PyTree], jax.Array]:
+    """Jitted fraction of exactly-zero entries over the default prunable leaves
+    (kernels, ``ndim >= 2``): the sparsity shown while training."""
+    flags = jax.tree.leaves(prunable(params), is_leaf=is_none)
+
+    @jax.jit
+    def sparsity(p: PyTree) -> jax.Array:
+        leaves = [x for x, f in zip(jax.tree.leaves(p, is_leaf=is_none), flags, strict=True) if f]
+        if not leaves:
+            return jnp.zeros(())
+        zeros = sum(jnp.sum(x == 0) for x in leaves)
+        return zeros / sum(x.size for x in leaves)
+
+    return sparsity
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset`` (a ``jaxprune.train.data.Dataset``) with the
+    ``config.train`` section ``cfg`` (see ``configs/common.py``).
+
+    ``tx`` replaces the optimizer built from ``cfg`` (then ``prepend``/``append``
+    are ignored); ``forward_params(params, opt_state)`` gives the weights of the
+    forward pass (train and eval); ``hooks`` run in order; ``workdir`` enables
+    metrics (``metrics.jsonl``, ``tb/``) and checkpoints (``checkpoints/``).
+    Batches must be divisible by the number of devices of ``mesh`` (default:
+    all devices)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        cfg: Any,
+        *,
+        mesh: Mesh | None = None,
+        tx: optax.GradientTransformation | None = None,
+        prepend: Sequence[optax.GradientTransformation] = (),
+        append: Sequence[optax.GradientTransformation] = (),
+        forward_params: ForwardParams | None = None,
+        hooks: Sequence[Hook] = (),
+        workdir: str | pathlib.Path | None = None,
+        seed: int = 0,
+    ):
+        self.model, self.dataset, self.cfg = model, dataset, cfg
+        self.mesh = make_mesh() if mesh is None else mesh
+        self.forward_params = forward_params
+        self.hooks = list(hooks)
+        self.workdir = None if workdir is None else pathlib.Path(workdir)
+        self.seed = int(seed)
+        n_dev = self.mesh.devices.size
+        self.batch_size = int(_get(cfg, "batch_size"))
+        self.eval_batch_size = int(_get(cfg, "eval_batch_size"))
+        sizes = (("train.batch_size", self.batch_size), ("train.eval_batch_size", self.eval_batch_size))
+        for name, bs in sizes:
+            if bs < 1 or bs % n_dev:
+                raise ValueError(f"{name}={bs} must be a positive multiple of the {n_dev} devices")
+        n_train = len(dataset.train.y)
+        # drop_remainder: every training batch is full (static shapes, unbiased BN
+        # statistics); otherwise the last batch is padded with weight-0 rows.
+        self.drop_remainder = bool(_get(cfg, "drop_remainder"))
+        steps = n_train // self.batch_size if self.drop_remainder else math.ceil(n_train / self.batch_size)
+        if steps < 1:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} exceeds the {n_train} training examples "
+                "with drop_remainder=True"
+            )
+        self.steps_per_epoch = steps
+        self.epochs = int(_get(cfg, "epochs"))
+        self.schedule = make_schedule(cfg, steps)
+        self._lr = jax.jit(self.schedule)  # logged lr: one compile instead of one per eager op
+        self.tx = tx if tx is not None else make_optimizer(cfg, steps, prepend=prepend, append=append)
+        augment = None
+        if getattr(dataset, "augment", None) == "cifar":
+            from jaxprune.train.data import augment_cifar
+
+            augment = augment_cifar
+        task = dataset.task
+        self.task = task
+        self.train_step = make_train_step(
+            model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment
+        )
+        self.eval_step = make_eval_step(model, task=task, mesh=self.mesh, forward_params=forward_params)
+        self._init_fn = make_init_fn(model, self.tx, dataset.input_shape, mesh=self.mesh)
+        self._sparsity = _sparsity_fn(jax.eval_shape(self._init_fn, jax.random.PRNGKey(0)).params)
+        self.history: list[dict] = []
+        self.resumed_extra: PyTree | None = None
+        self.resumed_meta: dict = {}
+
+    # -- state ---------------------------------------------------------------
+    def init_state(self, key: jax.Array | None = None) -> TrainState:
+        """A fresh replicated state (``key`` default: ``PRNGKey(seed)``)."""
+        key = jax.random.PRNGKey(self.seed) if key is None else key
+        return self._init_fn(key)
+
+    def forward(self, state: TrainState) -> PyTree:
+        """The weights the model runs with (``forward_params`` applied)."""
+        if self.forward_params is None:
+            return state.params
+        return self.forward_params(state.params, state.opt_state)
+
+    # -- evaluation ----------------------------------------------------------
+    def evaluate(self, state: TrainState, split: str | Split = "val") -> dict:
+        """Metrics of a split (by name: train/val/test, or a ``Split``)."""
+        if isinstance(split, str):
+            split = getattr(self.dataset, split)
+        return evaluate(state, self.eval_step, split, self.eval_batch_size, self.mesh)
+
+    @property
+    def _select_mode(self) -> str:
+        return "max" if self.task == "classification" else "min"
+
+    def _select_metric(self, logs: dict) -> float | None:
+        key = "val_accuracy" if self.task == "classification" else "val_loss"
+        return logs.get(key)
+
+    # -- checkpoints ---------------------------------------------------------
+    def checkpointer(self) -> Checkpointer:
+        """The manager of ``<workdir>/checkpoints`` (close it after use)."""
+        if self.workdir is None:
+            raise ValueError("this Trainer has no workdir, so it has no checkpoints")
+        keep = int(_get(self.cfg, "keep_checkpoints"))
+        return Checkpointer(self.workdir / "checkpoints", keep=keep, mode=self._select_mode)
+
+    def restore(self, target: TrainState, *, best: bool = False) -> tuple[TrainState, int]:
+        """``(state, step)`` of the latest or (``best=True``) best-by-validation
+        checkpoint; ``target`` gives the structure (e.g. the final state)."""
+        ckpt = self.checkpointer()
+        try:
+            step = ckpt.best_step() if best else ckpt.latest_step()
+            state, _, _ = ckpt.restore(target, step=step)
+        finally:
+            ckpt.close()
+        return state, step
+
+    # -- hooks ---------------------------------------------------------------
+    def _run_hooks(self, state: TrainState, method: str, *args) -> TrainState:
+        for hook in self.hooks:
+            new = getattr(hook, method)(self, state, *args)
+            if new is not None:
+                state = new
+        return state
+
+    # -- training ------------------------------------------------------------
+    def fit(
+        self,
+        state: TrainState | None = None,
+        *,
+        resume: bool = False,
+        extra: PyTree | None = None,
+        meta: dict | None = None,
+        progress: bool | None = None,
+    ) -> TrainState:
+        """Train ``cfg.epochs`` epochs from ``state`` (default: :meth:`init_state`).
+
+        With ``workdir``: checkpoints every ``cfg.checkpoint_every`` steps (0: only
+        at epoch ends) and at each epoch end (scored by validation accuracy, or
+        loss for regression), keeping ``cfg.keep_checkpoints`` recent ones plus the
+        best. ``extra`` (pytree) and ``meta`` (JSON dict) are saved with every
+        checkpoint. ``resume=True`` continues from the latest checkpoint exactly
+        (same data order, same per-step randomness); the restored ``extra`` and
+        ``meta`` land in ``self.resumed_extra`` / ``self.resumed_meta``.
+        ``progress``: show a tqdm bar (default: when stderr is a TTY). The given
+        ``state`` is not consumed (fit works on a copy)."""
+        # The steps donate their input state; copying once here keeps the caller's
+        # arrays (e.g. params shared with a mask or a rewinding point) valid.
+        state = self.init_state() if state is None else jax.tree.map(jnp.copy, state)
+        log_every = int(_get(self.cfg, "log_every"))
+        ckpt_every = int(_get(self.cfg, "checkpoint_every"))
+        check_number("train.log_every", log_every, low=1)
+        check_number("train.checkpoint_every", ckpt_every, low=0)
+        user_meta = dict(meta or {})
+
+        ckpt = writer = None
+        start_epoch, start_batch = 0, 0
+        if self.workdir is not None:
+            ckpt = self.checkpointer()
+            if resume and ckpt.latest_step() is not None:
+                state, self.resumed_extra, self.resumed_meta = ckpt.restore(state, extra_target=extra)
+                start_epoch, start_batch = self.resumed_meta["epoch"], self.resumed_meta["batch"]
+                self.history = list(self.resumed_meta.get("history", []))
+                if self.resumed_extra is not None:
+                    extra = self.resumed_extra
+            resume_step = int(state.step) if resume else None
+            writer = MetricsWriter(self.workdir, resume_step=resume_step, enabled=jax.process_index() == 0)
+        sparsity = self._sparsity
+
+        def save(step: int, epoch: int, batch: int, metric: float | None = None) -> None:
+            if ckpt is not None:
+                m = {**user_meta, "epoch": epoch, "batch": batch, "history": self.history}
+                ckpt.save(step, state, extra=extra, meta=m, metric=metric)
+
+        step = int(state.step)  # host-side step counter: no device sync per step
+        total = self.epochs * self.steps_per_epoch
+        bar = progress_bar(total, initial=start_epoch * self.steps_per_epoch + start_batch, enabled=progress)
+        window: list[dict] = []
+        try:
+            for epoch in range(start_epoch, self.epochs):
+                first = start_batch if epoch == start_epoch else 0
+                batches = iterate_batches(
+                    self.dataset.train, self.batch_size, seed=self.seed, epoch=epoch, start_batch=first
+                )
+                epoch_metrics: list[dict] = []
+                for b, batch in zip(range(first, self.steps_per_epoch), batches, strict=False):
+                    state = self._run_hooks(state, "before_step")
+                    state, metrics = self.train_step(state, put_batch(batch, self.mesh))
+                    step += 1
+                    state = self._run_hooks(state, "after_step", metrics)
+                    for hook in self.hooks:
+                        if hook.every_n_steps and step % hook.every_n_steps == 0:
+                            new = hook.every_n(self, state)
+                            state = state if new is None else new
+                    window.append(metrics)
+                    bar.update(1)
+                    if step % log_every == 0:
+                        row = self._log_window(writer, step, window, sparsity(self.forward(state)))
+                        epoch_metrics.append(row)
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "_n"})
+                        window = []
+                    if ckpt_every and step % ckpt_every == 0 and b + 1 < self.steps_per_epoch:
+                        save(step, epoch, b + 1)
+                if window:
+                    epoch_metrics.append(self._log_window(writer, step, window, None))
+                    window = []
+                logs = self._end_epoch(state, step, epoch, epoch_metrics, sparsity, writer)
+                state = self._run_hooks(state, "end_of_epoch", epoch, logs)
+                self.history.append(logs)
+                save(step, epoch + 1, 0, self._select_metric(logs))
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+            if ckpt is not None:
+                ckpt.wait()
+                ckpt.close()
+        return state
+
+    def _log_window(self, writer, step: int, window: list[dict], sparsity: jax.Array | None) -> dict:
+        """Mean of the window's step metrics (one host transfer); logged as ``train``."""
+        host = jax.device_get(window)
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        row["_n"] = len(host)
+        if sparsity is not None:
+            row["sparsity"] = float(sparsity)
+        row["lr"] = float(self._lr(max(step - 1, 0)))
+        if writer is not None:
+            writer.write(step, "train", {k: v for k, v in row.items() if k != "_n"})
+        return row
+
+    def _end_epoch(self, state, step, epoch, epoch_metrics, sparsity, writer) -> dict:
+        """Epoch summary: step-weighted train means, validation metrics, sparsity."""
+        logs: dict = {"epoch": epoch + 1, "step": step}
+        n = sum(r["_n"] for r in epoch_metrics)
+        for key in ("loss", "accuracy"):
+            if epoch_metrics and key in epoch_metrics[0]:
+                logs[f"train_{key}"] = sum(r[key] * r["_n"] for r in epoch_metrics) / n
+        if len(self.dataset.val.y):
+            for key, value in self.evaluate(state, "val").items():
+                logs[f"val_{key}"] = value
+        logs["sparsity"] = float(sparsity(self.forward(state)))
+        if writer is not None:
+            writer.write(step, "epoch", logs)
+            writer.flush()
+        return logs

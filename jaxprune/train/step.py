@@ -1,0 +1,131 @@
+"""Jitted, data-parallel train and eval steps.
+
+Batches are dicts ``{"x": (B, ...) float32, "y": (B,), "weight": (B,) float32}``
+sharded along B over the mesh's ``"data"`` axis; the state is replicated. The
+loss is the ``weight``-weighted mean over the GLOBAL batch (padding rows carry
+weight 0): softmax cross-entropy for classification, squared error for
+regression (model output ``(B, 1)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxprune._validate import check_choice
+from jaxprune.train.mesh import batch_sharding, replicated_sharding
+from jaxprune.train.state import TrainState
+
+TASKS = ("classification", "regression")
+PyTree = Any
+ForwardParams = Callable[[PyTree, PyTree], PyTree]
+Augment = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def per_example_loss(outputs: jax.Array, y: jax.Array, task: str) -> jax.Array:
+    """``(B,)`` losses: cross-entropy of logits ``(B, K)`` vs int labels, or
+    squared error of ``(B, 1)`` predictions vs float targets."""
+    if task == "classification":
+        return optax.softmax_cross_entropy_with_integer_labels(outputs.astype(jnp.float32), y)
+    return jnp.square(outputs[:, 0].astype(jnp.float32) - y)
+
+
+def _correct(outputs: jax.Array, y: jax.Array, weight: jax.Array) -> jax.Array:
+    return jnp.sum(weight * (jnp.argmax(outputs, axis=-1) == y))
+
+
+def _forward(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array, *, train: bool, key=None):
+    """Model outputs and (in training with BN) the updated batch statistics."""
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    rngs = {"dropout": key} if key is not None else None
+    if train and batch_stats:
+        outputs, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
+        return outputs, updates["batch_stats"]
+    return model.apply(variables, x, train=train, rngs=rngs), batch_stats
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    task: str,
+    mesh: Mesh,
+    forward_params: ForwardParams | None = None,
+    augment: Augment | None = None,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """``step(state, batch) -> (state, metrics)``, jitted with the state donated.
+
+    ``forward_params(params, opt_state)`` gives the weights of the forward pass
+    (DPF: ``m * w``); the gradient is taken w.r.t. THOSE weights and applied to
+    the dense ``params`` (``tx.update(grads, opt_state, params)``).
+    ``augment(key, x) -> x`` runs on device before the forward pass. ``metrics``
+    are device scalars: ``loss`` (weighted mean) and, for classification,
+    ``accuracy``.
+    """
+    check_choice("task", task, TASKS)
+
+    def loss_fn(fwd_params, batch_stats, batch, key):
+        outputs, new_stats = _forward(model, fwd_params, batch_stats, batch["x"], train=True, key=key)
+        weight = batch["weight"].astype(jnp.float32)
+        count = jnp.maximum(jnp.sum(weight), 1.0)
+        loss = jnp.sum(weight * per_example_loss(outputs, batch["y"], task)) / count
+        return loss, (new_stats, outputs, count)
+
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(state.rng, state.step)
+        aug_key, dropout_key = jax.random.split(key)
+        if augment is not None:
+            batch = {**batch, "x": augment(aug_key, batch["x"])}
+        fwd = state.params if forward_params is None else forward_params(state.params, state.opt_state)
+        (loss, (new_stats, outputs, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            fwd, state.batch_stats, batch, dropout_key
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss}
+        if task == "classification":
+            metrics["accuracy"] = _correct(outputs, batch["y"], batch["weight"]) / count
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
+        )
+        return new_state, metrics
+
+    rep, data = replicated_sharding(mesh), batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_eval_step(
+    model: nn.Module,
+    *,
+    task: str,
+    mesh: Mesh,
+    forward_params: ForwardParams | None = None,
+) -> Callable[[TrainState, dict], dict]:
+    """``eval_step(state, batch) -> sums``: ``loss_sum`` (weighted sum of
+    per-example losses), ``count`` (sum of weights) and, for classification,
+    ``correct`` (weighted count of right argmax predictions). Sums, not means, so
+    that a split's metrics are exact over padded batches."""
+    check_choice("task", task, TASKS)
+
+    def eval_step(state: TrainState, batch: dict) -> dict:
+        params = state.params if forward_params is None else forward_params(state.params, state.opt_state)
+        outputs, _ = _forward(model, params, state.batch_stats, batch["x"], train=False)
+        weight = batch["weight"].astype(jnp.float32)
+        sums = {
+            "loss_sum": jnp.sum(weight * per_example_loss(outputs, batch["y"], task)),
+            "count": jnp.sum(weight),
+        }
+        if task == "classification":
+            sums["correct"] = _correct(outputs, batch["y"], weight)
+        return sums
+
+    rep, data = replicated_sharding(mesh), batch_sharding(mesh)
+    return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)

@@ -1,0 +1,102 @@
+"""Checkpoints: TrainState + optax state with None-leaf masks round-trip
+exactly; last-n + best retention; in-process exact resume of Trainer.fit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs.common import base_config
+from jaxprune.train import Checkpointer, FunctionHook, Trainer, TrainState, get_model, load_dataset
+
+
+def _state(step):
+    params = {"a": jnp.arange(6.0).reshape(2, 3) + step, "b": {"bias": jnp.ones(3)}}
+    mask = {"a": jnp.array([[True, False, True], [False, True, True]]), "b": {"bias": None}}
+    tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
+    return TrainState(
+        step=jnp.int32(step),
+        params=params,
+        batch_stats={},
+        opt_state=(tx.init(params), mask),
+        rng=jax.random.PRNGKey(step),
+    )
+
+
+def _equal(a, b):
+    la = jax.tree.leaves_with_path(a, is_leaf=lambda x: x is None)
+    lb = jax.tree.leaves_with_path(b, is_leaf=lambda x: x is None)
+    assert [p for p, _ in la] == [p for p, _ in lb]
+    for (_, x), (_, y) in zip(la, lb, strict=True):
+        assert (x is None) == (y is None)
+        if x is not None:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+            assert np.asarray(x).dtype == np.asarray(y).dtype
+
+
+def test_round_trip_with_none_mask_leaves_extra_and_meta(tmp_path):
+    ck = Checkpointer(tmp_path, keep=3)
+    state = _state(5)
+    extra = {"init": state.params, "mask": state.opt_state[1], "round": jnp.int32(4)}
+    ck.save(5, state, extra=extra, meta={"epoch": 2, "batch": 7, "round": 4})
+    target = _state(0)
+    restored, got_extra, meta = ck.restore(target, extra_target=extra)
+    ck.close()
+    _equal(restored, state)
+    _equal(got_extra, extra)
+    assert restored.opt_state[1]["b"]["bias"] is None
+    assert meta == {"epoch": 2, "batch": 7, "round": 4}
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_keeps_last_n_and_best(tmp_path, mode):
+    ck = Checkpointer(tmp_path, keep=2, mode=mode)
+    metrics = {1: 0.5, 2: 0.9, 3: 0.1, 4: 0.3, 5: None, 6: 0.2}
+    for step, m in metrics.items():
+        ck.save(step, _state(step), meta={"epoch": step}, metric=m)
+    ck.wait()
+    best = 2 if mode == "max" else 3
+    assert ck.best_step() == best
+    assert sorted(ck.steps()) == sorted({best, 5, 6})
+    restored, _, meta = ck.restore(_state(0), best=True)
+    assert int(restored.step) == best and meta["epoch"] == best
+    assert int(ck.restore(_state(0))[0].step) == 6
+    ck.close()
+    with pytest.raises(ValueError, match=r"mode='median'"):
+        Checkpointer(tmp_path, mode="median")
+
+
+def test_restore_without_checkpoint_fails(tmp_path):
+    ck = Checkpointer(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        ck.restore(_state(0))
+    ck.close()
+
+
+def test_fit_resumes_mid_epoch_exactly(tmp_path):
+    """Stop after some steps (a hook raises), resume: bit-identical to a straight run."""
+    data = load_dataset("digits", val_fraction=0.1, seed=0)
+    cfg = base_config().train
+    cfg.update(dict(epochs=2, batch_size=64, lr=0.05, log_every=4, checkpoint_every=5))
+    model = get_model("mlp", data.num_outputs, hidden=(16,))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_13(trainer, state, metrics):
+        if int(state.step) == 13:
+            raise Stop
+
+    # One Trainer (compiled once); workdir and hooks are swapped between the runs.
+    trainer = Trainer(model, data, cfg, workdir=tmp_path / "a")
+    straight = trainer.fit(progress=False)
+    trainer.workdir, trainer.hooks = tmp_path / "b", [FunctionHook(after=stop_at_13)]
+    with pytest.raises(Stop):
+        trainer.fit(progress=False)
+    trainer.hooks = []
+    resumed = trainer.fit(resume=True, progress=False)
+    assert trainer.steps_per_epoch > 13
+    # Latest checkpoint before the stop: step 10 = epoch 0, next batch 10 (mid-epoch).
+    assert (trainer.resumed_meta["epoch"], trainer.resumed_meta["batch"]) == (0, 10)
+    _equal(resumed, straight)
