@@ -1,0 +1,126 @@
+"""Shared "reduce by scope" machinery for the pytree measures.
+
+A measure pools the entries of the prunable leaves in one of three ways:
+
+- ``"global"``: all prunable leaves as one vector -> one scalar;
+- ``"layer"``: each prunable leaf is a pool -> a pytree of scalars (``None``
+  for non-prunable leaves);
+- ``"neuron"``: each output unit (LAST axis, see :func:`jaxprune.tree.neuron_view`)
+  of each prunable leaf is a pool -> a pytree of vectors of length ``units``.
+
+:func:`gather` validates the arguments and returns the prunable leaves with
+their masks, :func:`pool_view` lays one out as pools (reduction always over
+axis 0, plus summing over leaves for ``"global"``); :func:`scatter` puts one value per prunable leaf back
+into the params' tree structure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import _validate
+from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view, path_str, resolve_prunable
+
+SCOPES = ("global", "layer", "neuron")
+
+
+class Pools(NamedTuple):
+    """Prunable leaves of a pytree in pool layout.
+
+    ``values``: the prunable leaves as given (see :func:`pool_view` for the
+    pool layout). ``masks``: matching mask arrays, or ``None`` where the leaf
+    is unmasked. ``treedef``/``flags``: enough to rebuild the
+    params' structure with :func:`scatter`."""
+
+    values: list[jax.Array]
+    masks: list[jax.Array | None]
+    treedef: Any
+    flags: list[bool]
+
+
+def is_array(x: Any) -> bool:
+    """A single array (JAX, NumPy or a tracer), as opposed to a container pytree."""
+    return isinstance(x, jax.Array | np.ndarray | np.generic | jax.core.Tracer)
+
+
+def _flatten(tree: PyTree) -> tuple[list[tuple], list[Any], Any]:
+    pairs, treedef = jax.tree.flatten_with_path(tree, is_leaf=is_none)
+    return [p for p, _ in pairs], [x for _, x in pairs], treedef
+
+
+def gather(
+    params: PyTree,
+    mask: PyTree | None,
+    prunable: PyTree | None,
+    scope: str,
+    *,
+    name: str = "params",
+    check_finite: bool = True,
+) -> Pools:
+    """Validate ``(params, mask, prunable, scope)`` and lay the prunable leaves out as pools.
+
+    - A plain array ``params`` is a one-leaf pytree that is prunable whatever
+      its ``ndim`` (so a vector works); ``mask`` is then an array or ``None``.
+    - ``prunable=None`` with a ``mask`` given: the leaves whose mask is not
+      ``None`` are prunable; with no mask either: the default filter
+      (``ndim >= 2``) of :func:`jaxprune.tree.prunable`.
+    - A prunable leaf whose mask leaf is ``None`` counts all its entries.
+
+    Raises ``ValueError`` for an unknown scope, mismatched mask/prunable
+    trees, mask leaves of the wrong shape, and (on concrete inputs only)
+    NaN/inf in the prunable leaves."""
+    _validate.check_choice("scope", scope, SCOPES)
+    if is_array(params):
+        if mask is not None and not (is_array(mask) or isinstance(mask, bool)):
+            raise ValueError(f"mask must be an array or None for an array params, got {type(mask).__name__}")
+        paths, leaves, treedef = [()], [params], jax.tree.structure(params)
+        flags = [True] if prunable is None else [bool(resolve_prunable(params, prunable))]
+        mask_leaves = [mask]
+    else:
+        paths, leaves, treedef = _flatten(params)
+        if mask is not None:
+            check_same_structure(params, mask, name, "mask")
+        flag_tree = resolve_prunable(params, prunable if prunable is not None else mask)
+        flags = jax.tree.leaves(flag_tree, is_leaf=is_none)
+        mask_leaves = [None] * len(leaves) if mask is None else jax.tree.leaves(mask, is_leaf=is_none)
+
+    values, masks, named = [], [], {}
+    for path, leaf, flag, m in zip(paths, leaves, flags, mask_leaves, strict=True):
+        if not flag:
+            continue
+        where = path_str(path) or "<root>"
+        if not hasattr(leaf, "shape"):
+            raise TypeError(f"{name} leaf {where} is prunable but not an array: {type(leaf).__name__}")
+        if m is not None and tuple(jnp.shape(m)) != tuple(jnp.shape(leaf)):
+            raise ValueError(
+                f"mask leaf {where} has shape {tuple(jnp.shape(m))}, expected {tuple(jnp.shape(leaf))}"
+            )
+        named[where] = leaf
+        values.append(jnp.asarray(leaf))
+        masks.append(None if m is None else jnp.asarray(m))
+    if check_finite:
+        _validate.check_finite(name, named)
+    return Pools(values, masks, treedef, list(flags))
+
+
+def pool_view(x: jax.Array, m: jax.Array | None, scope: str) -> tuple[jax.Array, jax.Array | None]:
+    """``x`` in float32 and its bool mask in pool layout: ``(n,)`` for layer /
+    global, ``(fan_in, units)`` for neuron (reduce over axis 0). Call it
+    inside ``jit`` so that the cast and reshape fuse into the reduction."""
+    a = x.astype(jnp.float32)
+    if scope != "neuron":
+        a = a.reshape(-1)
+    else:
+        a = neuron_view(a) if a.ndim else a.reshape(1, 1)
+    return a, None if m is None else m.astype(bool).reshape(a.shape)
+
+
+def scatter(pools: Pools, per_leaf: list[Any]) -> PyTree:
+    """One value per prunable leaf back into the params' structure (``None`` elsewhere)."""
+    it = iter(per_leaf)
+    out = [next(it) if flag else None for flag in pools.flags]
+    return jax.tree.unflatten(pools.treedef, out)

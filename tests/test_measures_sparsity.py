@@ -1,0 +1,310 @@
+"""Tests of jaxprune.measures.sparsity against float64 NumPy references."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from jaxprune import measures
+
+RNG = np.random.default_rng(0)
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def ref_pq(a, p, q):
+    a = np.abs(np.asarray(a, np.float64)).ravel()
+    if a.size == 0 or not a.any():
+        return 0.0
+    # log-space generalized means (exact for extreme magnitudes)
+    la = np.log(a[a > 0])
+    lm = lambda e: (np.logaddexp.reduce(e * la) - math.log(a.size)) / e
+    return 1.0 - math.exp(lm(p) - lm(q))
+
+
+def ref_si(a, q):
+    a = np.abs(np.asarray(a, np.float64)).ravel()
+    if not a.any():
+        return 1.0
+    return a.sum() / (a**q).sum() ** (1 / q)
+
+
+def ref_hoyer(a):
+    a = np.abs(np.asarray(a, np.float64)).ravel()
+    d = a.size
+    if d <= 1 or not a.any():
+        return 0.0
+    return (math.sqrt(d) - a.sum() / math.sqrt((a**2).sum())) / (math.sqrt(d) - 1)
+
+
+def ref_gini(a):
+    """Hurley & Rickard: G = 1 - 2 sum_k (c_(k)/||c||_1) ((N - k + 1/2)/N), c ascending."""
+    c = np.sort(np.abs(np.asarray(a, np.float64)).ravel())
+    n = c.size
+    if n == 0 or not c.any():
+        return 0.0
+    k = np.arange(1, n + 1)
+    return 1 - 2 * np.sum(c / c.sum() * (n - k + 0.5) / n)
+
+
+def ref_bound(a, p, q, eta):
+    a = np.asarray(a, np.float64).ravel()
+    d = a.size
+    if d == 0:
+        return 0
+    r = d * (1 + eta) ** (-q / (q - p)) * (1 - ref_pq(a, p, q)) ** (q * p / (q - p))
+    return int(np.clip(math.ceil(r), 1, d))
+
+
+def make_params():
+    return {
+        "dense": {"kernel": RNG.normal(size=(5, 7)).astype(np.float32), "bias": np.ones(7, np.float32)},
+        "conv": {"kernel": RNG.normal(size=(3, 3, 2, 4)).astype(np.float32)},
+    }
+
+
+def make_mask(params):
+    return {
+        "dense": {"kernel": RNG.random((5, 7)) > 0.4, "bias": None},
+        "conv": {"kernel": RNG.random((3, 3, 2, 4)) > 0.3},
+    }
+
+
+def pools(params, mask, scope):
+    """Reference pools: {path: list of 1-D float64 arrays (unmasked entries)}."""
+    out = {}
+    for name in ("dense", "conv"):
+        w = np.asarray(params[name]["kernel"], np.float64)
+        m = np.ones(w.shape, bool) if mask is None else np.asarray(mask[name]["kernel"])
+        cols = w.reshape(-1, w.shape[-1])
+        mcols = m.reshape(-1, w.shape[-1])
+        if scope == "neuron":
+            out[name] = [cols[:, j][mcols[:, j]] for j in range(cols.shape[1])]
+        else:
+            out[name] = [w[m]]
+    if scope == "global":
+        return {"all": [np.concatenate([out["dense"][0], out["conv"][0]])]}
+    return out
+
+
+def check_scoped(fn, ref, scope, masked, rtol=2e-5, atol=2e-6, **kw):
+    params = make_params()
+    mask = make_mask(params) if masked else None
+    got = fn(params, mask=mask, scope=scope, **kw)
+    expected = pools(params, mask, scope)
+    if scope == "global":
+        np.testing.assert_allclose(got, ref(expected["all"][0]), rtol=rtol, atol=atol)
+        return
+    assert got["dense"]["bias"] is None
+    for name in ("dense", "conv"):
+        want = [ref(v) for v in expected[name]]
+        value = np.atleast_1d(np.asarray(got[name]["kernel"]))
+        assert value.shape == ((len(want),) if scope == "neuron" else (1,))
+        np.testing.assert_allclose(value, want, rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------- references by scope
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "neuron"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("p,q", [(0.5, 1.0), (0.3, 1.7)])
+def test_pq_index_matches_reference(scope, masked, p, q):
+    check_scoped(measures.pq_index, lambda a: ref_pq(a, p, q), scope, masked, p=p, q=q)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "neuron"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_other_measures_match_reference(scope, masked):
+    check_scoped(measures.sparsity_index, lambda a: ref_si(a, 0.3), scope, masked, q=0.3)
+    check_scoped(measures.hoyer, ref_hoyer, scope, masked)
+    check_scoped(measures.gini, ref_gini, scope, masked)
+    check_scoped(
+        measures.pqi_bound, lambda a: ref_bound(a, 0.5, 1.0, 0.1), scope, masked, rtol=0, atol=0, eta_r=0.1
+    )
+
+
+def test_plain_vector_is_one_prunable_leaf_and_jit_matches():
+    w = jnp.asarray(RNG.normal(size=50), jnp.float32)
+    np.testing.assert_allclose(measures.pq_index(w), ref_pq(w, 0.5, 1.0), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(measures.pq_index)(w), ref_pq(w, 0.5, 1.0), rtol=1e-5)
+    per_entry = measures.pq_index(w, scope="neuron")  # (1, 50): every entry its own pool
+    np.testing.assert_allclose(per_entry, np.zeros(50), atol=1e-6)
+
+
+def test_lq_norm_matches_numpy():
+    x = RNG.normal(size=(4, 6))
+    for q in (0.5, 1.0, 2.0, 3.3):
+        np.testing.assert_allclose(measures.lq_norm(jnp.asarray(x, jnp.float32), q),
+                                   (np.abs(x) ** q).sum() ** (1 / q), rtol=1e-5)
+    big = jnp.array([1e30, -2e30, 3.0], jnp.float32)  # |x|^2 overflows float32 without scaling
+    np.testing.assert_allclose(measures.lq_norm(big, 2.0), math.sqrt(5) * 1e30, rtol=1e-5)
+    assert float(measures.lq_norm(jnp.zeros(3), 2.0)) == 0.0
+
+
+@pytest.mark.parametrize("p,q", [(0.01, 10.0), (0.01, 1.0), (0.5, 1.0), (1.0, 2.0), (2.0, 3.0)])
+def test_extreme_magnitudes_are_exact(p, q):
+    w = np.array([1e30, 1e-30, 1.0, 3.0, -2e-20, 5e25], np.float32)
+    np.testing.assert_allclose(measures.pq_index(w, p, q), ref_pq(w, p, q), rtol=5e-5)
+    tiny = np.array([1e-30, 3e-31, 2e-30, 7e-32], np.float32)  # |w|^q underflows for q >= 2
+    np.testing.assert_allclose(measures.pq_index(tiny, p, q), ref_pq(tiny, p, q), rtol=5e-5)
+    # one extreme neuron forces the rescaled branch for the whole call: others stay exact
+    cols = np.stack([w[:4], np.array([1.0, 2.0, 0.5, 4.0], np.float32)], axis=1)
+    got = measures.pq_index(cols, p, q, scope="neuron")
+    np.testing.assert_allclose(got, [ref_pq(cols[:, 0], p, q), ref_pq(cols[:, 1], p, q)], rtol=5e-5)
+
+
+def test_empty_and_zero_pools():
+    w = jnp.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    mask = jnp.array([[False, True], [False, True], [False, True]])
+    for fn in (measures.pq_index, measures.hoyer, measures.gini):
+        np.testing.assert_array_equal(fn(w, mask=mask, scope="neuron"), [0.0, 0.0])
+    # all-zero unmasked pool: I = 0, so r = d (1 + eta_r)^(-q/(q-p)) = d for eta_r = 0
+    np.testing.assert_array_equal(measures.pqi_bound(w, mask=mask, scope="neuron"), [0, 3])
+    np.testing.assert_array_equal(measures.sparsity_index(w, mask=mask), [1.0, 1.0])
+    assert float(measures.pq_index(w, mask=jnp.zeros_like(mask))) == 0.0
+    assert int(measures.pqi_bound(w, mask=jnp.zeros_like(mask))) == 0
+    assert float(measures.pq_index({"b": jnp.ones(3)})) == 0.0  # no prunable leaf: d == 0
+
+
+def test_abp_retained_matches_formula():
+    w = RNG.normal(size=(6, 40))
+    w[0] = 1.0  # equal magnitudes: m = d (1 + eta)^(-1/(1-q))
+    w[1] = 0.0  # all zero: m = 1
+    w[2, 10:] = 0.0
+    for q, eta in ((0.5, 0.0), (0.3, 0.2), (0.7, 0.1)):
+        got = np.asarray(measures.abp_retained(jnp.asarray(w, jnp.float32), q, eta))
+        assert got.shape == (6,)
+        want = [
+            1 if not row.any() else
+            int(np.clip(math.ceil(ref_si(row, q) ** (q / (q - 1)) * (1 + eta) ** (1 / (q - 1))), 1, 40))
+            for row in w
+        ]
+        np.testing.assert_array_equal(got, want)
+        assert got[0] == min(40, math.ceil(40 * (1 + eta) ** (-1 / (1 - q)) * (1 - 1e-9)))
+    assert int(measures.abp_retained(jnp.array([1.0, 1, 1, 1, 0, 0, 0, 0]), 0.5)) == 4
+
+
+def test_bf16_and_float16_inputs():
+    w = RNG.normal(size=(16, 8))
+    for dtype in (jnp.bfloat16, jnp.float16):
+        x = jnp.asarray(w, dtype)
+        exact = np.asarray(x.astype(jnp.float32), np.float64)
+        out = measures.pq_index({"k": x}, scope="layer")["k"]
+        assert out.dtype == jnp.float32
+        np.testing.assert_allclose(out, ref_pq(exact, 0.5, 1.0), rtol=1e-5)
+        np.testing.assert_allclose(measures.gini(x), ref_gini(exact), rtol=1e-5)
+
+
+def test_prunable_override_and_mask_defines_prunable():
+    params = make_params()
+    only_bias = measures.hoyer(params, scope="layer", prunable={
+        "dense": {"kernel": False, "bias": True}, "conv": {"kernel": False}})
+    assert only_bias["dense"]["kernel"] is None and only_bias["conv"]["kernel"] is None
+    assert float(only_bias["dense"]["bias"]) == 0.0  # equal entries
+    mask = {"dense": {"kernel": None, "bias": None}, "conv": {"kernel": np.ones((3, 3, 2, 4), bool)}}
+    got = measures.pq_index(params, mask=mask, scope="layer")
+    assert got["dense"]["kernel"] is None
+    np.testing.assert_allclose(got["conv"]["kernel"], ref_pq(params["conv"]["kernel"], 0.5, 1.0), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_invalid_arguments():
+    params = make_params()
+    for p, q in ((0.0, 1.0), (-0.5, 1.0), (1.0, 1.0), (2.0, 1.0), (0.5, 0.0)):
+        with pytest.raises(ValueError, match=r"p=|q="):
+            measures.pq_index(params, p, q)
+    with pytest.raises(ValueError, match=r"scope='filter'.*global"):
+        measures.pq_index(params, scope="filter")
+    with pytest.raises(ValueError, match="eta_r"):
+        measures.pqi_bound(params, eta_r=-0.1)
+    for q in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="q="):
+            measures.sparsity_index(params, q)
+    with pytest.raises(ValueError, match="eta"):
+        measures.abp_retained(jnp.ones(3), 0.5, -1.0)
+    with pytest.raises(ValueError, match="mask"):
+        measures.pq_index(params, mask={"dense": {"kernel": None}})
+    with pytest.raises(ValueError, match="shape"):
+        bad = make_mask(params)
+        bad["conv"]["kernel"] = np.ones((2, 2), bool)
+        measures.gini(params, mask=bad)
+    with pytest.raises(ValueError, match="prunable"):
+        measures.hoyer(params, prunable={"dense": True})
+    params["conv"]["kernel"][0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="params contains NaN"):
+        measures.pq_index(params)
+
+
+# ----------------------------------------------------------------------------- Hurley & Rickard properties
+
+# few distinct lengths: every new length is a new compilation
+vectors = st.lists(st.floats(0.01, 100.0), min_size=2, max_size=6).map(lambda v: np.array(v, np.float64))
+exponents = st.sampled_from([(0.5, 1.0), (1.0, 2.0), (0.3, 1.7), (0.1, 1.0)])
+
+
+def pqi(v, pq):
+    return float(measures.pq_index(jnp.asarray(v, jnp.float32), *pq))
+
+
+@given(vectors, exponents)
+def test_range(v, pq):
+    p, q = pq
+    value = pqi(v, pq)
+    assert -1e-6 <= value <= 1 - len(v) ** (1 / q - 1 / p) + 1e-5
+
+
+@given(vectors, exponents, st.floats(0.05, 0.45))
+def test_d1_robin_hood(v, pq, frac):
+    v = np.sort(v)
+    assume(v[-1] - v[0] > 1.0)
+    t = frac * (v[-1] - v[0])  # move mass from the largest to the smallest without reversing order
+    w = v.copy()
+    w[-1] -= t
+    w[0] += t
+    assert pqi(w, pq) < pqi(v, pq) + 1e-6
+    assert ref_pq(w, *pq) < ref_pq(v, *pq)
+
+
+@given(vectors, exponents, st.floats(0.01, 1e3))
+def test_d2_scaling(v, pq, alpha):
+    assert abs(pqi(alpha * v, pq) - pqi(v, pq)) < 2e-5
+
+
+@given(vectors, exponents, st.floats(0.5, 50.0))
+def test_d3_rising_tide(v, pq, c):
+    assume(v.max() - v.min() > 0.5)
+    assert pqi(v + c, pq) < pqi(v, pq)
+
+
+@given(vectors, exponents)
+def test_d4_cloning(v, pq):
+    assert abs(pqi(np.concatenate([v, v, v]), pq) - pqi(v, pq)) < 2e-5
+
+
+@given(vectors, exponents)
+def test_p1_bill_gates(v, pq):
+    values = [pqi(np.append(v, g), pq) for g in (1e3, 1e4, 1e5)]
+    assert values[0] < values[1] < values[2]
+    assert values[2] < 1 - (len(v) + 1) ** (1 / pq[1] - 1 / pq[0]) + 1e-5
+
+
+@given(vectors, exponents)
+def test_p2_babies(v, pq):
+    assert pqi(np.append(v, 0.0), pq) > pqi(v, pq)
+
+
+@given(vectors, st.floats(0.0, 1.0))
+def test_pqi_bound_in_range_and_shrinks_when_sparser(v, eta):
+    r = int(measures.pqi_bound(jnp.asarray(v, jnp.float32), 0.5, 1.0, eta))
+    assert 1 <= r <= len(v)
+    sparser = v.copy()
+    sparser[np.argsort(v)[: len(v) // 2]] *= 1e-3  # shrink the smaller half
+    assert int(measures.pqi_bound(jnp.asarray(sparser, jnp.float32), 0.5, 1.0, eta)) <= r
