@@ -1,0 +1,142 @@
+"""Benchmark: the per-step overhead of DPF (``jp.optax.dpf``) over dense training.
+
+Three variants of the same jitted, donated train step (SGD lr 0.1, momentum 0.9,
+softmax cross-entropy on a fixed batch of random data):
+
+  (a) dense;
+  (b) DPF, global magnitude mask recomputed every 16 steps, cubic schedule to
+      90% sparsity over the run;
+  (c) the same with the mask recomputed at every step.
+
+The variants run interleaved in blocks (a, b, c, a, b, c, ...) so that machine
+noise hits all three alike; the mean and the median (over blocks) step time of
+each, wall-clock and process CPU time (all threads; less sensitive to a loaded
+machine than wall time), are printed with the ratios (b)/(a) (goal <= 1.10 for
+the MLP, <= 1.03 for ResNet-20) and (c)/(a) (goal <= 3).
+
+    python -m experiments.benchmarks.bench_dpf                      # MLP 784-300-100-10
+    python -m experiments.benchmarks.bench_dpf --model resnet20     # CIFAR ResNet-20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import jaxprune as jp
+from jaxprune.train.models import get_model
+
+# model name -> (input shape without batch, batch size, default steps per variant)
+MODELS = {
+    "lenet300": ((784,), 256, 1024),  # the MLP 784-300-100-10
+    "resnet20": ((32, 32, 3), 128, 128),
+}
+
+
+def build_steps(model_name: str, total_steps: int) -> tuple[dict[str, Callable], dict[str, tuple]]:
+    """The three jitted step functions and their initial (variables, opt_state) for ``model_name``.
+
+    This is the slot for further models: any ``jaxprune.train.models.get_model``
+    name works once its input shape and batch size are listed in ``MODELS``."""
+    shape, batch, _ = MODELS[model_name]
+    model = get_model(model_name, 10)
+    kx, ky, kp = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (batch, *shape), jnp.float32)
+    y = jax.random.randint(ky, (batch,), 0, 10)
+    variables = model.init(kp, x, train=False)
+    has_bn = "batch_stats" in variables
+
+    def loss(params, extra):
+        if has_bn:
+            logits, new = model.apply({"params": params, **extra}, x, train=True, mutable=["batch_stats"])
+        else:
+            logits, new = model.apply({"params": params}, x, train=True), extra
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
+
+    schedule = jp.masks.polynomial_schedule(0.9, 0, total_steps)
+    txs = {
+        "a_dense": optax.sgd(0.1, momentum=0.9),
+        "b_dpf16": optax.chain(jp.optax.dpf(schedule, update_every=16), optax.sgd(0.1, momentum=0.9)),
+        "c_dpf1": optax.chain(jp.optax.dpf(schedule, update_every=1), optax.sgd(0.1, momentum=0.9)),
+    }
+    steps, states = {}, {}
+    for name, tx in txs.items():
+        sparse = name != "a_dense"
+
+        def step(params, extra, opt_state, tx=tx, sparse=sparse):
+            w = jp.optax.sparse_params(params, opt_state) if sparse else params
+            grads, new_extra = jax.grad(loss, has_aux=True)(w, extra)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), new_extra, opt_state
+
+        steps[name] = jax.jit(step, donate_argnums=(0, 1, 2))
+        params = jax.tree.map(jnp.array, variables["params"])  # own copies: they get donated
+        extra = {k: jax.tree.map(jnp.array, v) for k, v in variables.items() if k != "params"}
+        states[name] = (params, extra, tx.init(params))
+    return steps, states
+
+
+def run(model_name: str, steps_per_variant: int, block: int) -> dict[str, dict[str, list[float]]]:
+    """Per-block step times (seconds) of each variant, ``{"wall": [...], "cpu": [...]}``,
+    measured in interleaved blocks."""
+    if block % 16 or steps_per_variant % block:
+        raise ValueError("block must be a multiple of 16 dividing steps_per_variant")
+    steps, states = build_steps(model_name, steps_per_variant)
+    for name, fn in steps.items():  # warm-up: compile and run both branches of the mask update
+        for _ in range(17):
+            states[name] = fn(*states[name])
+        jax.block_until_ready(states[name])
+    times = {name: {"wall": [], "cpu": []} for name in steps}
+    for _ in range(steps_per_variant // block):
+        for name, fn in steps.items():
+            state = states[name]
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(block):
+                state = fn(*state)
+            jax.block_until_ready(state)
+            times[name]["wall"].append((time.perf_counter() - start) / block)
+            times[name]["cpu"].append((time.process_time() - start_cpu) / block)
+            states[name] = state
+    density = jp.summarize(jp.optax.get_mask(states["b_dpf16"][2]))["prunable"]["density"]
+    print(f"final density of (b) over its prunable leaves: {density:.4f}")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="lenet300", choices=sorted(MODELS))
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per variant (multiple of --block)"
+    )
+    parser.add_argument("--block", type=int, default=64, help="steps per interleaved block (multiple of 16)")
+    args = parser.parse_args()
+    steps = args.steps or MODELS[args.model][2]
+    block = min(args.block, steps)
+    times = run(args.model, steps, block)
+    print(
+        f"model={args.model} batch={MODELS[args.model][1]} steps/variant={steps} block={block} "
+        f"backend={jax.default_backend()}"
+    )
+    goal_b = 1.10 if args.model == "lenet300" else 1.03
+    for clock in ("wall", "cpu"):
+        for stat in ("mean", "median"):
+            agg = {name: getattr(statistics, stat)(t[clock]) for name, t in times.items()}
+            print(f"{clock} {stat}:")
+            for name, t in agg.items():
+                print(f"  {name:8s} step {t * 1e3:8.3f} ms   ratio to dense {t / agg['a_dense']:.3f}")
+            print(
+                f"  (b)/(a) = {agg['b_dpf16'] / agg['a_dense']:.3f} (goal <= {goal_b}); "
+                f"(c)/(a) = {agg['c_dpf1'] / agg['a_dense']:.3f} (goal <= 3)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,484 @@
+"""Tests for jaxprune.transforms (jp.optax): masked_update, DPF / Incremental,
+state lookup, checkpointing and sharding. References are plain numpy."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import jaxprune as jp
+from jaxprune.transforms import DPFState, default_prunable, dpf_diagnostics
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def np_topk_global(weights, sparsity):
+    """Numpy reference: keep the round((1-s)*n) largest |w| over all arrays
+    (stable argsort: lower flat index wins ties)."""
+    flat = np.concatenate([np.abs(w).ravel() for w in weights])
+    k = round((1.0 - sparsity) * flat.size)
+    keep = np.zeros(flat.size, bool)
+    keep[np.argsort(-flat, kind="stable")[:k]] = True
+    out, start = [], 0
+    for w in weights:
+        out.append(keep[start : start + w.size].reshape(w.shape))
+        start += w.size
+    return out
+
+
+def cubic(t, s_f, end):
+    return s_f * (1.0 - (1.0 - min(t / end, 1.0)) ** 3)
+
+
+def lsq_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(32, 10)).astype(np.float32)
+    y = rng.normal(size=(32, 3)).astype(np.float32)
+    z = rng.normal(size=(32, 5)).astype(np.float32)
+    u = rng.normal(size=(32, 4)).astype(np.float32)
+    params = {
+        "w": rng.normal(size=(10, 3)).astype(np.float32),
+        "b": np.zeros(3, np.float32),
+        "v": rng.normal(size=(5, 4)).astype(np.float32),
+    }
+    return (x, y, z, u), params
+
+
+def lsq_loss(p, data):
+    x, y, z, u = data
+    return 0.5 * jnp.mean(jnp.sum((x @ p["w"] + p["b"] - y) ** 2, 1)) + 0.5 * jnp.mean(
+        jnp.sum((z @ p["v"] - u) ** 2, 1)
+    )
+
+
+PRUNABLE = {"w": True, "b": False, "v": True}
+
+
+def make_step(tx, loss, data, donate=False):
+    def step(params, opt_state):
+        grads = jax.grad(loss)(jp.optax.sparse_params(params, opt_state), data)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+
+# ----------------------------------------------------------------------------- DPF vs numpy
+
+
+def test_dpf_matches_numpy_reference_loop():
+    data, p0 = lsq_problem()
+    x, y, z, u = (d.astype(np.float64) for d in data)
+    lr, mu, wd, every, steps, s_f, end = 0.05, 0.9, 1e-3, 4, 100, 0.7, 60
+    tx = optax.chain(
+        jp.optax.dpf(jp.masks.polynomial_schedule(s_f, 0, end), update_every=every, prunable=PRUNABLE),
+        optax.add_decayed_weights(wd),
+        optax.sgd(lr, momentum=mu),
+    )
+    params = {k: jnp.asarray(v) for k, v in p0.items()}
+    state = tx.init(params)
+    step = make_step(tx, lsq_loss, data)
+
+    # reference: Algorithm 1 with the documented timing (mask of w_t used from step t+1)
+    w = {k: v.astype(np.float64) for k, v in p0.items()}
+    mask = {"w": np.ones((10, 3), bool), "v": np.ones((5, 4), bool)}
+    trace = {k: np.zeros_like(v) for k, v in w.items()}
+    for t in range(steps):
+        wt, vt = w["w"] * mask["w"], w["v"] * mask["v"]
+        r1 = x @ wt + w["b"] - y
+        g = {"w": x.T @ r1 / 32, "b": r1.mean(0), "v": z.T @ (z @ vt - u) / 32}
+        if t % every == 0:
+            mask["w"], mask["v"] = np_topk_global([w["w"], w["v"]], cubic(t, s_f, end))
+        for k in w:
+            trace[k] = g[k] + wd * w[k] + mu * trace[k]
+            w[k] = w[k] - lr * trace[k]
+        params, state = step(params, state)
+        got = jp.optax.get_mask(state)
+        assert got["b"] is None
+        np.testing.assert_array_equal(np.asarray(got["w"]), mask["w"], err_msg=f"step {t}")
+        np.testing.assert_array_equal(np.asarray(got["v"]), mask["v"], err_msg=f"step {t}")
+    for k in w:
+        np.testing.assert_allclose(np.asarray(params[k]), w[k], rtol=2e-4, atol=2e-5)
+    assert 1 - (mask["w"].sum() + mask["v"].sum()) / 50 == pytest.approx(0.7, abs=0.011)
+
+
+# ----------------------------------------------------------------------------- feedback / incremental
+
+
+def _push_up_problem(feedback, inner=None):
+    # w = [1.0, 0.1]: at 50% sparsity w[1] is pruned first; the loss -w[1] pushes it up.
+    params = {"w": jnp.array([1.0, 0.1])}
+    tx = jp.optax.dpf(0.5, update_every=1, prunable={"w": True}, feedback=feedback, inner=inner)
+    state = tx.init(params)
+    step = make_step(tx, lambda p, _: -p["w"][1], None)
+    history = []
+    for _ in range(30):
+        params, state = step(params, state)
+        history.append((np.asarray(jp.optax.get_mask(state)["w"]), np.asarray(params["w"])))
+    return history
+
+
+def test_dpf_reactivates_pruned_weight():
+    history = _push_up_problem(True, inner=optax.sgd(0.1))
+    assert history[0][0].tolist() == [True, False]  # pruned at the first update
+    # the gradient at the pruned weight still reaches the dense weight: after 0.1 + 0.1 t > 1 it is back
+    assert history[-1][0].tolist() == [False, True]
+    assert history[-1][1][1] == pytest.approx(0.1 + 0.1 * 30, rel=1e-5)
+
+
+@pytest.mark.parametrize("as_inner", [True, False])
+def test_incremental_never_reactivates_and_zeroes(as_inner):
+    sgd = optax.sgd(0.1, momentum=0.9)
+    if as_inner:
+        history = _push_up_problem(False, inner=sgd)
+    else:  # placed last in the chain
+        params = {"w": jnp.array([1.0, 0.1])}
+        tx = optax.chain(sgd, jp.optax.dpf(0.5, update_every=1, prunable={"w": True}, feedback=False))
+        state = tx.init(params)
+        step = make_step(tx, lambda p, _: -p["w"][1], None)
+        history = []
+        for _ in range(30):
+            params, state = step(params, state)
+            history.append((np.asarray(jp.optax.get_mask(state)["w"]), np.asarray(params["w"])))
+    for mask, w in history:
+        assert mask.tolist() == [True, False]
+        assert w[1] == 0.0  # exactly zero, at every step
+
+
+def test_incremental_mask_only_shrinks():
+    data, p0 = lsq_problem(1)
+    tx = jp.optax.dpf(
+        jp.masks.polynomial_schedule(0.8, 0, 40),
+        update_every=2,
+        prunable=PRUNABLE,
+        feedback=False,
+        inner=optax.sgd(0.1, momentum=0.9),
+    )
+    params = {k: jnp.asarray(v) for k, v in p0.items()}
+    state = tx.init(params)
+    step = make_step(tx, lsq_loss, data)
+    prev = None
+    for _ in range(50):
+        params, state = step(params, state)
+        m = jp.optax.get_mask(state)
+        cur = np.concatenate([np.asarray(m["w"]).ravel(), np.asarray(m["v"]).ravel()])
+        if prev is not None:
+            assert not np.any(cur & ~prev)  # nothing comes back
+        dense = np.concatenate([np.asarray(params["w"]).ravel(), np.asarray(params["v"]).ravel()])
+        assert np.all(dense[~cur] == 0.0)
+        prev = cur
+    assert 1 - prev.mean() == pytest.approx(0.8, abs=0.011)
+    assert float(dpf_diagnostics(state)["delta"]) == 0.0  # pruned dense weights are zero
+
+
+# ----------------------------------------------------------------------------- timing, schedule, diagnostics
+
+
+def test_mask_updates_exactly_at_multiples_and_follows_schedule():
+    data, p0 = lsq_problem(2)
+    every, sched = 5, (lambda t: jnp.minimum(jnp.asarray(t, jnp.float32) / 40.0, 0.8))
+    tx = optax.chain(
+        jp.optax.dpf(sched, update_every=every, prunable=PRUNABLE), optax.sgd(0.05, momentum=0.9)
+    )
+    params = {k: jnp.asarray(v) for k, v in p0.items()}
+    state = tx.init(params)
+    step = make_step(tx, lsq_loss, data)
+    for t in range(42):
+        if t % every == 0:  # the documented rule: mask of the params passed to update t, at schedule(t)
+            w_now = [np.asarray(params["w"], np.float64), np.asarray(params["v"], np.float64)]
+            expected = np_topk_global(w_now, min(t / 40, 0.8))
+            prev = [np.asarray(m) for m in (jp.optax.get_mask(state)["w"], jp.optax.get_mask(state)["v"])]
+        params, state = step(params, state)
+        m = jp.optax.get_mask(state)
+        np.testing.assert_array_equal(np.asarray(m["w"]), expected[0], err_msg=f"step {t}")
+        np.testing.assert_array_equal(np.asarray(m["v"]), expected[1], err_msg=f"step {t}")
+        diag = dpf_diagnostics(state)
+        s_last = min((t - t % every) / 40, 0.8)
+        assert int(diag["step"]) == t + 1
+        assert float(diag["target_sparsity"]) == pytest.approx(s_last, abs=1e-6)
+        assert float(diag["sparsity"]) == pytest.approx(1 - round((1 - s_last) * 50) / 50)
+        flips = sum(np.sum(a != b) for a, b in zip(prev, expected, strict=True)) / 50
+        assert float(diag["flip_fraction"]) == pytest.approx(flips)
+        removed = sum(np.sum((w * ~k) ** 2) for w, k in zip(w_now, expected, strict=True))
+        assert float(diag["delta"]) == pytest.approx(
+            removed / sum(np.sum(w**2) for w in w_now), rel=1e-4, abs=1e-7
+        )
+
+
+def test_freeze_after_stops_mask_updates():
+    data, p0 = lsq_problem(3)
+    tx = optax.chain(
+        jp.optax.dpf(
+            jp.masks.polynomial_schedule(0.6, 0, 8), update_every=2, prunable=PRUNABLE, freeze_after=8
+        ),
+        optax.sgd(0.2, momentum=0.9),
+    )
+    params = {k: jnp.asarray(v) for k, v in p0.items()}
+    state = tx.init(params)
+    step = make_step(tx, lsq_loss, data)
+    for _ in range(9):
+        params, state = step(params, state)
+    frozen = jax.tree.map(np.asarray, jp.optax.get_mask(state))
+    for _ in range(40):
+        params, state = step(params, state)
+    jax.tree.map(np.testing.assert_array_equal, frozen, jp.optax.get_mask(state))
+
+
+def test_structured_filter_dpf_drops_whole_units():
+    rng = np.random.default_rng(4)
+    params = {
+        "Conv_0": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 8)), jnp.float32), "bias": jnp.zeros(8)},
+        "Conv_1": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 8, 6)), jnp.float32), "bias": jnp.zeros(6)},
+        "Dense_0": {"kernel": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32), "bias": jnp.zeros(3)},
+    }
+    tx = jp.optax.dpf(0.5, update_every=1, scorer=jp.masks.filter_norm, scope="filter")
+    state = tx.init(params)
+    _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
+    m = jp.optax.get_mask(state)
+    assert m["Dense_0"]["kernel"] is None and m["Conv_0"]["bias"] is None  # paper's set: convs only
+    norms = np.concatenate(
+        [
+            np.linalg.norm(np.asarray(params[c]["kernel"]).reshape(-1, n), axis=0)
+            for c, n in (("Conv_0", 8), ("Conv_1", 6))
+        ]
+    )
+    keep = np.zeros(14, bool)
+    keep[np.argsort(-norms, kind="stable")[:7]] = True
+    for name, lo, hi in (("Conv_0", 0, 8), ("Conv_1", 8, 14)):
+        km = np.asarray(m[name]["kernel"])
+        np.testing.assert_array_equal(km, np.broadcast_to(keep[lo:hi], km.shape))
+
+
+def test_random_scorer_uses_key_and_is_reproducible():
+    params = {"Dense_0": {"kernel": jnp.ones((6, 5))}, "Dense_1": {"kernel": jnp.ones((5, 2))}}
+
+    def run(seed):
+        tx = jp.optax.dpf(0.6, update_every=1, scorer=jp.masks.random, key=jax.random.key(seed))
+        state = tx.init(params)
+        _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
+        return np.asarray(jp.optax.get_mask(state)["Dense_0"]["kernel"])
+
+    a, b, c = run(0), run(0), run(1)
+    np.testing.assert_array_equal(a, b)
+    assert a.sum() == 12 and not np.array_equal(a, c)
+
+
+def test_default_prunable_rule():
+    mlp = {f"Dense_{i}": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)} for i in range(11)}
+    flags = default_prunable(mlp)
+    assert flags["Dense_10"]["kernel"] is False  # natural order: Dense_10 is the last layer
+    assert all(flags[f"Dense_{i}"]["kernel"] for i in range(10))
+    assert not any(flags[f"Dense_{i}"]["bias"] for i in range(11))
+
+
+# ----------------------------------------------------------------------------- masked_update
+
+
+def _masked_run(opt, place, pre_masked=True, steps=1000):
+    rng = np.random.default_rng(5)
+    params = {
+        "k": jnp.asarray(rng.normal(size=(8, 6)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=6), jnp.float32),
+    }
+    mask = {"k": jnp.asarray(rng.random((8, 6)) < 0.5), "b": None}
+    if pre_masked:
+        params = jp.apply_mask(params, mask)
+    x = jnp.asarray(rng.normal(size=(16, 8)), jnp.float32)
+    loss = lambda p: jnp.mean((jnp.tanh(x @ p["k"] + p["b"]) - 1.0) ** 2)  # nonzero grads everywhere
+    if place == "first":
+        tx = optax.chain(jp.optax.masked_update(mask), *opt)
+    elif place == "last":
+        tx = optax.chain(*opt, jp.optax.masked_update(mask))
+    else:
+        tx = jp.optax.masked_update(mask, inner=optax.chain(*opt))
+    state = tx.init(params)
+
+    def body(carry, _):
+        p, s = carry
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (out, _), _ = jax.jit(lambda c: jax.lax.scan(body, c, None, length=steps))((params, state))
+    return params, mask, out
+
+
+NESTEROV_WD = (optax.add_decayed_weights(1e-2), optax.sgd(0.05, momentum=0.9, nesterov=True))
+ADAM = (optax.adam(1e-2),)
+
+
+@pytest.mark.parametrize("opt", [NESTEROV_WD, ADAM], ids=["nesterov_wd", "adam"])
+@pytest.mark.parametrize("place", ["first", "last", "inner"])
+def test_masked_update_keeps_pruned_weights_exactly_zero(opt, place):
+    p0, mask, out = _masked_run(opt, place)
+    pruned = ~np.asarray(mask["k"])
+    assert np.all(np.asarray(out["k"])[pruned] == 0.0)
+    assert np.all(np.asarray(out["k"])[~pruned] != np.asarray(p0["k"])[~pruned])  # the rest trained
+    assert not np.array_equal(np.asarray(out["b"]), np.asarray(p0["b"]))  # None leaf: trained normally
+
+
+@pytest.mark.parametrize("opt", [NESTEROV_WD, ADAM], ids=["nesterov_wd", "adam"])
+def test_masked_update_last_freezes_pruned_coordinates(opt):
+    # placed last, pruned coordinates never move, even from unmasked (nonzero) weights
+    p0, mask, out = _masked_run(opt, "last", pre_masked=False, steps=200)
+    pruned = ~np.asarray(mask["k"])
+    np.testing.assert_array_equal(np.asarray(out["k"])[pruned], np.asarray(p0["k"])[pruned])
+
+
+# ----------------------------------------------------------------------------- state lookup
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda t: optax.named_chain(("dpf", t), ("sgd", optax.sgd(0.1))),
+        lambda t: optax.inject_hyperparams(lambda lr: optax.chain(t, optax.sgd(lr)))(lr=0.1),
+        lambda t: optax.MultiSteps(optax.chain(t, optax.sgd(0.1)), every_k_schedule=2),
+    ],
+    ids=["named_chain", "inject_hyperparams", "multisteps"],
+)
+def test_state_found_inside_wrappers(wrap):
+    params = {"Dense_0": {"kernel": jnp.arange(12.0).reshape(4, 3)}, "Dense_1": {"kernel": jnp.ones((3, 2))}}
+    tx = wrap(jp.optax.dpf(0.5, update_every=1))
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for _ in range(2):
+        _, state = update(jax.tree.map(jnp.ones_like, params), state, params)
+    m = jp.optax.get_mask(state)
+    np.testing.assert_array_equal(np.asarray(m["Dense_0"]["kernel"]).ravel(), np.arange(12) >= 6)
+    sp = jp.optax.sparse_params(params, state)
+    np.testing.assert_array_equal(
+        np.asarray(sp["Dense_0"]["kernel"]).ravel(), np.where(np.arange(12) >= 6, np.arange(12.0), 0)
+    )
+    assert sp["Dense_1"]["kernel"] is params["Dense_1"]["kernel"]
+
+
+def test_masked_update_state_lookup_and_sparse_params():
+    params = {"k": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    mask = {"k": jnp.array([[True, False], [False, True]]), "b": None}
+    state = optax.chain(optax.sgd(0.1), jp.optax.masked_update(mask)).init(params)
+    np.testing.assert_array_equal(np.asarray(jp.optax.sparse_params(params, state)["k"]), np.eye(2))
+
+
+# ----------------------------------------------------------------------------- checkpoint, donation, sharding
+
+
+def test_orbax_roundtrip_then_50_steps_bit_identical(tmp_path):
+    data, p0 = lsq_problem(6)
+    tx = optax.chain(
+        jp.optax.dpf(jp.masks.polynomial_schedule(0.7, 0, 40), update_every=3, prunable=PRUNABLE),
+        optax.add_decayed_weights(1e-3),
+        optax.sgd(0.05, momentum=0.9, nesterov=True),
+    )
+    step = make_step(tx, lsq_loss, data)
+    params = {k: jnp.asarray(v) for k, v in p0.items()}
+    state = tx.init(params)
+    for _ in range(20):
+        params, state = step(params, state)
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "ckpt", {"params": params, "opt_state": state})
+    ckpt.wait_until_finished()
+    restored = ckpt.restore(tmp_path / "ckpt", {"params": params, "opt_state": state})
+    rp, rs = restored["params"], restored["opt_state"]
+    assert jax.tree.structure(rs) == jax.tree.structure(state)
+    assert isinstance(rs[0], DPFState) and rs[0].mask["b"] is None
+    for _ in range(50):
+        params, state = step(params, state)
+        rp, rs = step(rp, rs)
+    jax.tree.map(np.testing.assert_array_equal, (params, state), (rp, rs))
+
+
+def test_jit_with_donation():
+    data, p0 = lsq_problem(7)
+    tx = optax.chain(jp.optax.dpf(0.5, update_every=2, prunable=PRUNABLE), optax.sgd(0.05, momentum=0.9))
+    ref_step, don_step = make_step(tx, lsq_loss, data), make_step(tx, lsq_loss, data, donate=True)
+    pa = {k: jnp.asarray(v) for k, v in p0.items()}
+    pb = {k: jnp.asarray(v) for k, v in p0.items()}
+    sa, sb = tx.init(pa), tx.init(pb)
+    for _ in range(6):
+        pa, sa = ref_step(pa, sa)
+        pb, sb = don_step(pb, sb)
+    jax.tree.map(np.testing.assert_array_equal, (pa, sa), (pb, sb))
+
+
+def test_sharded_params_same_masks_and_params():
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 (simulated) devices")
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.normal(size=(32, 16)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(32, 4)), jnp.float32)
+    p0 = {
+        "Dense_0": {"kernel": rng.normal(size=(16, 8)).astype(np.float32), "bias": np.zeros(8, np.float32)},
+        "Dense_1": {"kernel": rng.normal(size=(8, 4)).astype(np.float32)},
+    }
+    loss = lambda p, _: jnp.mean(
+        (jnp.tanh(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]) @ p["Dense_1"]["kernel"] - y) ** 2
+    )
+    prunable = {"Dense_0": {"kernel": True, "bias": False}, "Dense_1": {"kernel": True}}
+    tx = optax.chain(
+        jp.optax.dpf(jp.masks.polynomial_schedule(0.75, 0, 20), update_every=2, prunable=prunable),
+        optax.sgd(0.1, momentum=0.9),
+    )
+    mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+    shard = functools.partial(jax.device_put, device=NamedSharding(mesh, PartitionSpec("d")))
+
+    def run(params):
+        state = tx.init(params)
+        step = make_step(tx, loss, None)
+        for _ in range(30):
+            params, state = step(params, state)
+        return params, jp.optax.get_mask(state)
+
+    p1, m1 = run(jax.tree.map(jnp.asarray, p0))
+    p8, m8 = run(jax.tree.map(shard, p0))
+    assert len(p8["Dense_0"]["kernel"].sharding.device_set) == 8
+    jax.tree.map(np.testing.assert_array_equal, m1, m8)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p8)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"update_every": 0}, ValueError, "update_every"),
+        ({"update_every": 2.0}, TypeError, "update_every"),
+        ({"scope": "row"}, ValueError, "scope"),
+        ({"freeze_after": -1}, ValueError, "freeze_after"),
+        ({"scorer": jp.masks.random}, ValueError, "key"),
+        ({"scorer": lambda a, b, c: a}, TypeError, "scorer"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        jp.optax.dpf(0.5, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "schedule", [1.5, -0.1, float("nan"), lambda t: 0.1 * t, lambda t: jnp.where(t > 5000, -1.0, 0.5)]
+)
+def test_bad_schedule(schedule):
+    with pytest.raises(ValueError, match=r"schedule.*\[0, 1\]|schedule.*valid range"):
+        jp.optax.dpf(schedule)
+
+
+def test_prunable_mismatch_and_lookup_errors():
+    params = {"a": jnp.ones((3, 3)), "b": jnp.ones((3, 2))}
+    with pytest.raises(ValueError, match="prunable"):
+        jp.optax.dpf(0.5, prunable={"a": True}).init(params)
+    with pytest.raises(ValueError, match="prunable selects no leaf"):
+        jp.optax.dpf(0.5, prunable={"a": False, "b": False}).init(params)
+    with pytest.raises(ValueError, match="holds no"):
+        jp.optax.get_mask(optax.sgd(0.1).init(params))
+    with pytest.raises(ValueError, match="params"):
+        tx = jp.optax.dpf(0.5)
+        tx.update(params, tx.init(params))
+    with pytest.raises(ValueError, match="shape"):
+        jp.optax.masked_update({"a": jnp.ones((2, 3), bool), "b": None}).init(params)
+    with pytest.raises(TypeError, match="boolean"):
+        jp.optax.masked_update({"a": jnp.ones((3, 3)), "b": None}).init(params)
