@@ -1,0 +1,213 @@
+"""OptAlloc: split a weight budget over SiPP's parameter groups (paper Sec. 4,
+App. C.2) to minimise the summed Lemma 7 error bounds.
+
+Groups: one per (layer, weight sign side, output unit). Group i has ``n_i``
+nonzero weights of its sign and sensitivity sum ``S_i``. With
+``S~_i = S_i C / 3 * ln(16 eta / delta)`` (Algorithm 3, line 2) the SiPPRand
+bound for N draws is ``eps(N) = u + sqrt(u (u + 6))``, ``u = S~_i / N``
+(Lemma 7). OptAlloc solves
+
+    min_m  sum_i eps_i(m_i) / c_layer(i)   s.t.  sum_i m_i <= B,  0 <= m_i <= n_i
+
+with ``eps`` evaluated at ``N = m`` (the expected draws for m unique weights
+are at least m, so this is an upper bound on the bound actually incurred), and
+``c_layer`` the number of output units of the group's layer. ``eps_i`` is convex
+and decreasing, so the KKT conditions give ``m_i(lam) = clip(m : -eps_i'(m) /
+c = lam, 0, n_i)``; both ``m_i(lam)`` (per group) and the multiplier ``lam``
+(for the budget) are found by bisection in log space, vectorised over all
+groups. The integral allocation rounds ``m_i(lam)`` up, with ``lam`` bisected
+on the rounded total so that ``sum_i ceil(m_i) <= B`` still holds.
+Groups with ``S_i = 0`` or ``n_i = 0`` get 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxprune._validate import check_number
+from jaxprune.tree import check_same_structure, is_none, neuron_view
+
+PyTree = Any
+_ITERS = 64
+
+
+def log_term(eta: float, delta: float) -> float:
+    """``ln(16 eta / delta)``: the union-bound factor of Algorithm 3, line 2."""
+    check_number("eta", eta, low=1.0)
+    check_number("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
+    return math.log(16.0 * eta / delta)
+
+
+def eps_rand(s_sum: jax.Array, draws: jax.Array, *, c: float = 3.0, log_factor: float) -> jax.Array:
+    """Lemma 7 bound ``u + sqrt(u (u + 6))``, ``u = S C/3 * log_factor / N``.
+    0 where ``S = 0``; ``inf`` where ``N = 0 < S``."""
+    st = s_sum * (c / 3.0) * log_factor
+    safe_n = jnp.where(draws > 0, draws, 1.0)
+    u = st / safe_n
+    val = u + jnp.sqrt(u * (u + 6.0))
+    return jnp.where(st > 0, jnp.where(draws > 0, val, jnp.inf), 0.0)
+
+
+def _neg_slope(m: jax.Array, st: jax.Array, weight: jax.Array) -> jax.Array:
+    """``-weight * d eps / dm`` at ``m`` (decreasing in m) for ``S~ = st``."""
+    u = st / m
+    return weight * (u * u / st) * (1.0 + (u + 3.0) / jnp.sqrt(u * (u + 6.0)))
+
+
+def _m_of_lam(lam: jax.Array, st: jax.Array, size: jax.Array, weight: jax.Array) -> jax.Array:
+    """Continuous KKT allocation of every group for multiplier ``lam``."""
+    active = (st > 0) & (size > 0)
+    st_safe = jnp.where(active, st, 1.0)
+    hi0 = jnp.log(jnp.maximum(size, 1.0))
+    lo0 = jnp.full_like(hi0, -30.0)
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        above = _neg_slope(jnp.exp(mid), st_safe, weight) > lam  # m* is larger than mid
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, _ITERS, body, (lo0, hi0))
+    m = jnp.exp(0.5 * (lo + hi))
+    m = jnp.where(_neg_slope(size.astype(m.dtype), st_safe, weight) >= lam, size, m)  # corner m = n
+    return jnp.where(active, jnp.clip(m, 0.0, size), 0.0)
+
+
+def _ceil(m: jax.Array) -> jax.Array:
+    """Round up, ignoring float32 noise just above an integer."""
+    return jnp.ceil(m - 1e-5 * jnp.maximum(m, 1.0))
+
+
+def allocate(
+    s_sum: jax.Array,
+    size: jax.Array,
+    weight: jax.Array,
+    budget: Any,
+    *,
+    c: float = 3.0,
+    log_factor: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Solve OptAlloc on flat group arrays (all shape (G,)).
+
+    Args:
+      s_sum: ``S_i``; size: ``n_i`` (nonzero weights); weight: ``1 / c_layer``;
+      budget: B (total weights kept); log_factor: ``ln(16 eta / delta)``.
+
+    Returns ``(m_frac, m_int)``: the exact continuous optimum (float32) and the
+    rounded-up integral allocation (int32) with ``sum(m_int) <= budget``.
+    """
+    s_sum = jnp.asarray(s_sum, jnp.float32)
+    size = jnp.asarray(size, jnp.float32)
+    weight = jnp.asarray(weight, jnp.float32)
+    st = s_sum * (c / 3.0) * log_factor
+    budget = jnp.asarray(budget, jnp.float32)
+    active = (st > 0) & (size > 0)
+    st_safe = jnp.where(active, st, 1.0)
+    # lam at which a group saturates (m = n) / goes below m = 1e-12: bracket all of them
+    slopes_n = jnp.where(active, _neg_slope(jnp.maximum(size, 1.0), st_safe, weight), jnp.inf)
+    lo0 = jnp.log(jnp.min(slopes_n)) - 1.0
+    hi0 = jnp.log(jnp.max(jnp.where(active, _neg_slope(jnp.full_like(st, 1e-9), st_safe, weight), 0.0))) + 1.0
+
+    def solve(total_fn):
+        def body(_, bounds):
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            over = total_fn(_m_of_lam(jnp.exp(mid), st, size, weight)) > budget
+            return jnp.where(over, mid, lo), jnp.where(over, hi, mid)
+
+        _, hi = jax.lax.fori_loop(0, _ITERS, body, (lo0, hi0))
+        return _m_of_lam(jnp.exp(hi), st, size, weight)  # hi: feasible side
+
+    fits = jnp.sum(jnp.where(active, size, 0.0)) <= budget
+    full = jnp.where(active, size, 0.0)
+    m_frac = jnp.where(fits, full, solve(jnp.sum))
+    m_int = jnp.where(fits, full, _ceil(solve(lambda m: jnp.sum(_ceil(m)))))
+    return m_frac, m_int.astype(jnp.int32)
+
+
+def sign_sides(w: jax.Array) -> jax.Array:
+    """``(2, F, c)`` bool: membership of each weight of ``neuron_view(w)`` in
+    the positive (row 0) and negative (row 1) group of its unit."""
+    w2 = neuron_view(w)
+    return jnp.stack([w2 > 0, w2 < 0])
+
+
+def group_stats(sensitivities: PyTree, params: PyTree) -> tuple[PyTree, PyTree]:
+    """``(s_sum, size)``: pytrees with a ``(2, units)`` array per prunable leaf
+    over (sign side [+, -], output unit): the group's sensitivity sum and its
+    number of nonzero weights. ``None`` where sensitivities are ``None``."""
+    check_same_structure(params, sensitivities, "params", "sensitivities")
+
+    def s_sum(s: Any, w: Any) -> Any:
+        if s is None or w is None:
+            return None
+        return jnp.sum(jnp.where(sign_sides(w), neuron_view(s).astype(jnp.float32)[None], 0.0), axis=1)
+
+    def size(s: Any, w: Any) -> Any:
+        return None if s is None or w is None else jnp.sum(sign_sides(w), axis=1).astype(jnp.float32)
+
+    return (
+        jax.tree.map(s_sum, sensitivities, params, is_leaf=is_none),
+        jax.tree.map(size, sensitivities, params, is_leaf=is_none),
+    )
+
+
+def optalloc(
+    sensitivities: PyTree,
+    budget: int,
+    *,
+    params: PyTree,
+    c: float = 3.0,
+    delta: float = 1e-16,
+    eta: float = 1.0,
+) -> PyTree:
+    """Budget per parameter group (module docstring).
+
+    Args:
+      sensitivities: pytree from :func:`jaxprune.sipp.sensitivity` (``None`` =
+        not prunable).
+      budget: total number of weights to keep, ``B >= 0``.
+      params: the weights (their signs define the two groups of each unit).
+      c, delta: constants of Lemma 7; eta: total output patches of the network
+        (``sum(layer_output_sizes(...))``).
+
+    Returns:
+      A pytree like ``sensitivities`` with an int32 ``(2, units)`` allocation
+      (row 0: positive weights, row 1: negative weights) on prunable leaves.
+    """
+    check_number("budget", budget, low=0.0)
+    factor = log_term(eta, delta)
+    sums, sizes = group_stats(sensitivities, params)
+    return _allocate_tree(sums, sizes, budget, c=c, log_factor=factor)[1]
+
+
+def _allocate_tree(
+    sums: PyTree, sizes: PyTree, budget: Any, *, c: float, log_factor: float
+) -> tuple[PyTree, PyTree]:
+    """:func:`allocate` over the groups of all leaves at once; returns the
+    ``(m_frac, m_int)`` pytrees of ``(2, units)`` arrays."""
+    leaves, treedef = jax.tree.flatten(sums, is_leaf=is_none)
+    size_leaves = jax.tree.leaves(sizes, is_leaf=is_none)
+    live = [i for i, g in enumerate(leaves) if g is not None]
+    if not live:
+        return sums, sums
+    s_flat = jnp.concatenate([leaves[i].ravel() for i in live])
+    n_flat = jnp.concatenate([size_leaves[i].ravel() for i in live])
+    w_flat = jnp.concatenate([jnp.full(leaves[i].size, 1.0 / leaves[i].shape[-1]) for i in live])
+    results = _allocate_jit(s_flat, n_flat, w_flat, budget, c=c, log_factor=log_factor)
+    trees = []
+    for flat in results:
+        out, start = [None] * len(leaves), 0
+        for i in live:
+            n = leaves[i].size
+            out[i] = flat[start : start + n].reshape(leaves[i].shape)
+            start += n
+        trees.append(jax.tree.unflatten(treedef, out))
+    return trees[0], trees[1]
+
+
+_allocate_jit = jax.jit(allocate, static_argnames=("c", "log_factor"))
