@@ -56,6 +56,7 @@ __all__ = [
     "dpf_diagnostics",
     "get_mask",
     "masked_update",
+    "set_mask",
     "sparse_params",
 ]
 
@@ -381,6 +382,13 @@ def get_mask(opt_state: PyTree) -> PyTree:
     """The current mask held by the (single) :func:`dpf` or :func:`masked_update`
     state anywhere inside ``opt_state`` (bool leaves, ``None`` = not prunable)."""
     return _one_state(opt_state, (DPFState, MaskedState)).mask
+
+
+def set_mask(opt_state: PyTree, mask: PyTree) -> PyTree:
+    """``opt_state`` with every :func:`masked_update` state holding ``mask``
+    (e.g. a new round's mask in a freshly initialized optimizer). Jittable."""
+    is_masked = lambda s: isinstance(s, MaskedState)
+    return jax.tree.map(lambda s: MaskedState(mask) if is_masked(s) else s, opt_state, is_leaf=is_masked)
 
 
 def sparse_params(params: PyTree, opt_state: PyTree) -> PyTree:

@@ -482,3 +482,14 @@ def test_prunable_mismatch_and_lookup_errors():
         jp.optax.masked_update({"a": jnp.ones((2, 3), bool), "b": None}).init(params)
     with pytest.raises(TypeError, match="boolean"):
         jp.optax.masked_update({"a": jnp.ones((3, 3)), "b": None}).init(params)
+
+
+def test_set_mask_replaces_the_masked_update_mask():
+    params = {"w": jnp.arange(4.0), "b": jnp.ones(2)}
+    first = {"w": jnp.array([True, True, False, False]), "b": None}
+    second = {"w": jnp.array([False, True, True, False]), "b": None}
+    tx = optax.chain(optax.sgd(0.1), jp.optax.masked_update(first))
+    state = jp.optax.set_mask(tx.init(params), second)
+    np.testing.assert_array_equal(jp.optax.get_mask(state)["w"], second["w"])
+    updates, _ = tx.update({"w": jnp.ones(4), "b": jnp.ones(2)}, state, params)
+    np.testing.assert_array_equal(updates["w"], np.array([0.0, -0.1, -0.1, 0.0], np.float32))

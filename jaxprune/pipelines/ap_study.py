@@ -50,7 +50,7 @@ from jaxprune._validate import check_choice, check_number
 from jaxprune.capture import capture_layers
 from jaxprune.pipelines import register, setup, write_results
 from jaxprune.train import FunctionHook, Trainer, replicated_sharding
-from jaxprune.transforms import MaskedState, masked_update
+from jaxprune.transforms import masked_update, set_mask
 from jaxprune.tree import PyTree, apply_mask, is_none, path_str
 
 METHODS = ("lowest", "highest", "random")
@@ -111,11 +111,6 @@ def last_layer_mask(
     keep = masks.topk(scores, sparsity, largest=method != "highest")["w"]
     return jax.tree.map_with_path(lambda p, x: keep if path_str(p) == path else None, params, is_leaf=is_none)
 
-
-def _set_mask(opt_state: PyTree, mask: PyTree) -> PyTree:
-    """``opt_state`` with every :class:`~jaxprune.transforms.MaskedState` holding ``mask``."""
-    is_masked = lambda s: isinstance(s, MaskedState)
-    return jax.tree.map(lambda s: MaskedState(mask) if is_masked(s) else s, opt_state, is_leaf=is_masked)
 
 
 def _fresh(tree: PyTree) -> PyTree:
@@ -302,7 +297,7 @@ def _finetune(
     ``t_samples``: Monte Carlo draws of AP3 Student-t at intermediate epochs and
     at the final epoch."""
     params = apply_mask(original.params, mask)
-    opt_state = _set_mask(ft.tx.init(params), mask)
+    opt_state = set_mask(ft.tx.init(params), mask)
     state0 = _fresh(original.replace(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state))
     records: list[dict] = []
 

@@ -51,7 +51,7 @@ from jaxprune._validate import check_choice, check_number
 from jaxprune.measures import pq_index
 from jaxprune.pipelines import register, setup, write_results
 from jaxprune.train import Checkpointer, Trainer, replicated_sharding
-from jaxprune.transforms import MaskedState, masked_update
+from jaxprune.transforms import masked_update, set_mask
 from jaxprune.tree import PyTree, apply_mask, full_mask, is_none, path_str, resolve_prunable
 
 SCOPES = ("global", "layer", "neuron")
@@ -167,11 +167,6 @@ def _measures(params: PyTree, mask: PyTree, pq_grid: tuple[tuple[float, float], 
     }
 
 
-def _set_mask(opt_state: PyTree, mask: PyTree) -> PyTree:
-    """``opt_state`` with every :class:`MaskedState` holding ``mask``."""
-    is_masked = lambda s: isinstance(s, MaskedState)
-    return jax.tree.map(lambda s: MaskedState(mask) if is_masked(s) else s, opt_state, is_leaf=is_masked)
-
 
 def _fresh(tree: PyTree) -> PyTree:
     """New buffers (the train step donates its input state)."""
@@ -189,7 +184,7 @@ def rewind(template: Any, init_params: PyTree, init_batch_stats: PyTree, mask: P
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=init_batch_stats,
-        opt_state=_set_mask(tx.init(params), mask),
+        opt_state=set_mask(tx.init(params), mask),
     )
     return _fresh(state)
 
