@@ -277,3 +277,22 @@ def test_bad_arguments():
         jp.masks.topk(scores, 0.5, scope="filter", params=scores)  # full-shape scores, not per unit
     with pytest.raises(ValueError, match="sparsity"):
         jp.masks.topk(scores, {"w": 0.5, "v": None}, scope="layer")
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_heavy_ties_on_large_leaves_match_numpy(scope):
+    """Thousands of tied entries per leaf: exercises the block-wise tie search
+    (blocks of ~sqrt(n) entries), with and without an existing mask."""
+    rng = np.random.default_rng(7)
+    shapes = [(61, 97), (3, 3, 16, 40), (1000,)]
+    leaves = [rng.integers(0, 4, s).astype(np.float32) for s in shapes]
+    for masks in ([None] * 3, [rng.random(s) < 0.7 for s in shapes]):
+        scores, flags, mask = as_trees(leaves, masks)
+        for s in (0.3, 0.77):
+            got = jp.masks.topk(scores, s, scope=scope, prunable=flags, mask=mask)
+            if scope == "global":
+                want = ref_global(leaves, masks, s)
+            else:
+                want = [ref_layer(x, m, s) for x, m in zip(leaves, masks, strict=True)]
+            for i, w in enumerate(want):
+                np.testing.assert_array_equal(np.asarray(got[f"l{i}"]), w)

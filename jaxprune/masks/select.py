@@ -27,12 +27,14 @@ bf16/float16 and integer scores are upcast to float32 first (integers beyond
 2**24 in magnitude are thus rounded); masked entries get key 0 and NaN
 key 1, i.e. NaN is the lowest score). The k-th largest key ``t`` is found
 without concatenating the leaves (sharded leaves stay sharded: XLA inserts the
-reductions' collectives): for one pool over all leaves (global, filter) by two
-16-bit radix-histogram passes; for many pools at once (layer, neuron) by 32
+reductions' collectives): for a pool that is whole leaves (global, filter,
+layer) by two 16-bit radix-histogram passes (scatter-adds into 65,536 bins,
+each searched in two levels of 256); for many pools per leaf (neuron) by 32
 rounds of bisection on its bits, each one fused pass ``sum(keys >= cand)``.
-If ``count(keys >= t) == k`` the mask is ``keys >= t``; otherwise ties at
-``t`` are resolved with a per-leaf cumulative count of the tie mask in flat
-order (plus the counts of earlier leaves).
+If ``count(keys >= t) == k`` the mask is ``keys >= t``; otherwise the first
+``need`` ties at ``t`` in flat order are kept: for whole-leaf pools the flat
+index of the last one is found from per-block tie counts (blocks of ~sqrt(n)
+entries) and one block's cumulative count, per column by a cumulative count.
 
 NaN scores raise ``ValueError`` on concrete inputs; under ``jit`` (where a
 data-dependent error is impossible) NaN ranks below every other score.
@@ -83,57 +85,122 @@ def _bit(i: jax.Array) -> jax.Array:
     return jnp.right_shift(jnp.uint32(_TOP_BIT), i.astype(jnp.uint32))
 
 
-def _radix_kth(keys: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The k-th largest key ``t`` over ``keys`` and ``count(keys >= t)``, by two
-    16-bit radix passes: a 65536-bin histogram (``bincount``) of the high half
-    picks the bucket holding the k-th key, a second histogram of the low half
-    restricted to that bucket pinpoints it. ``k = 0`` gives ``t = 2**32 - 1``."""
-    nb = 1 << 16
-    t, above, c_t = jnp.uint32(0), jnp.int32(0), jnp.int32(0)
-    for shift in (16, 0):
-
-        def digit(key: jax.Array, shift: int = shift, t: jax.Array = t) -> jax.Array:
-            d = ((key >> shift) & (nb - 1)).astype(jnp.int32)
-            return d if shift == 16 else jnp.where((key >> 16) == t, d, nb)  # nb = not in the bucket
-
-        counts = sum(jnp.bincount(digit(key).ravel(), length=nb + 1) for key in keys)[:nb]
-        c_ge = jnp.cumsum(counts[::-1])[::-1].astype(jnp.int32)  # entries with digit >= b
-        b = jnp.sum(c_ge >= k - above, dtype=jnp.int32) - 1  # c_ge is non-increasing
-        c_t = above + c_ge[b]
-        above = above + jnp.where(b + 1 < nb, c_ge[jnp.minimum(b + 1, nb - 1)], 0)
-        t = (t << 16) | b.astype(jnp.uint32)
-    return t, c_t
+_NB = 1 << 16  # bins of one 16-bit radix pass
 
 
-@jax.jit
-def select_global(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
+def _find_bin(counts: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The bin ``b`` of the histogram ``counts`` (``_NB`` bins, digit order)
+    holding the ``r``-th largest entry (``1 <= r <= counts.sum()``; ``r <= 0``
+    gives the last bin), with the numbers of entries in bins ``>= b`` and
+    ``> b``. Two levels of 256: block totals, then the one block, so only two
+    256-long cumulative sums (a 65536-long one costs ~1 ms on CPU)."""
+    blocks = counts.reshape(256, 256)
+    blk = jnp.sum(blocks, axis=1, dtype=jnp.int32)
+    blk_ge = jnp.cumsum(blk[::-1])[::-1]  # entries in blocks >= j: non-increasing
+    j = jnp.sum(blk_ge >= r, dtype=jnp.int32) - 1
+    row = lax.dynamic_index_in_dim(blocks, j, keepdims=False)
+    row_ge = jnp.cumsum(row[::-1])[::-1] + (blk_ge[j] - blk[j])
+    i = jnp.sum(row_ge >= r, dtype=jnp.int32) - 1
+    return j * 256 + i, row_ge[i], row_ge[i] - row[i]
+
+
+def _radix_kth(keys: list[jax.Array], k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The k-th largest key ``t`` over ``keys`` (``0 <= k <= total size``) with
+    ``count(keys >= t)`` and ``count(keys > t)``, by two 16-bit radix passes: a
+    65536-bin histogram (scatter-add) of the high halves picks the bucket
+    holding the k-th key, a histogram of the low halves of that bucket's
+    entries (the others are dropped) pinpoints it. ``k = 0`` gives
+    ``t = 2**32 - 1``."""
+    counts = jnp.zeros(_NB, jnp.int32)
+    for key in keys:
+        hi = (key.ravel() >> 16).astype(jnp.int32)
+        counts = counts.at[hi].add(1, mode="promise_in_bounds")
+    b_hi, _, gt_hi = _find_bin(counts, k)
+    counts = jnp.zeros(_NB, jnp.int32)
+    for key in keys:
+        key = key.ravel()
+        lo = jnp.where((key >> 16) == b_hi.astype(jnp.uint32), (key & (_NB - 1)).astype(jnp.int32), _NB)
+        counts = counts.at[lo].add(1, mode="drop")
+    b_lo, ge_lo, gt_lo = _find_bin(counts, k - gt_hi)
+    t = (b_hi.astype(jnp.uint32) << 16) | b_lo.astype(jnp.uint32)
+    return t, gt_hi + ge_lo, gt_hi + gt_lo
+
+
+def _first_ties(keys: list[jax.Array], t: jax.Array, need: jax.Array) -> list[jax.Array]:
+    """Masks ``keys > t``, plus the first ``need`` entries equal to ``t`` in the
+    flat order of the concatenation (``1 <= need <= count(keys == t)``).
+
+    The flat index of the ``need``-th tie is found without a full-length
+    cumulative sum: each leaf is cut into blocks of ``B`` entries, one fused
+    pass counts the ties per block, a cumulative sum over the (few) blocks
+    picks the block holding it, and a ``B``-long one inside that block its
+    position; the masks are then one elementwise pass comparing flat indices."""
+    n = sum(int(key.size) for key in keys)
+    width = 1 << max(7, min(13, (max(n, 1).bit_length() + 1) // 2))  # ~sqrt(n), in [128, 8192]
+    ties, counts, starts = [], [], []
+    start = 0
+    for key in keys:
+        rows = -(-int(key.size) // width)
+        tie = jnp.pad(key.ravel() == t, (0, rows * width - key.size)).reshape(rows, width)
+        ties.append(tie)
+        counts.append(jnp.sum(tie, axis=1, dtype=jnp.int32))
+        starts.append(start)
+        start += rows
+    counts = jnp.concatenate(counts)
+    cum = jnp.cumsum(counts)
+    g = jnp.sum(cum < need, dtype=jnp.int32)  # global block holding the need-th tie
+    r = need - (cum[g] - counts[g])  # its rank among the ties of block g
+    leaf = jnp.sum(g >= jnp.asarray(starts, jnp.int32), dtype=jnp.int32) - 1
+    pos = jnp.int32(0)
+    for i, (tie, s) in enumerate(zip(ties, starts, strict=True)):
+        if tie.shape[0] == 0:  # empty leaf: no ties
+            continue
+        row = lax.dynamic_index_in_dim(tie, jnp.clip(g - s, 0, tie.shape[0] - 1), keepdims=False)
+        pos = jnp.where(leaf == i, jnp.sum(jnp.cumsum(row, dtype=jnp.int32) < r, dtype=jnp.int32), pos)
+    last = g * width + pos  # index of the need-th tie in the block-padded concatenation
+    out = []
+    for key, s in zip(keys, starts, strict=True):
+        idx = jnp.arange(key.size, dtype=jnp.int32).reshape(key.shape)
+        out.append((key > t) | ((key == t) & (idx <= last - s * width)))
+    return out
+
+
+def _select_pool(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
     """Keep the ``k`` largest keys over all arrays of ``keys`` (one pool; keys 0
-    are never kept; ties -> lower flat index in the concatenation order)."""
-    n_alive = sum(jnp.sum(key != 0, dtype=jnp.int32) for key in keys)
-    k = jnp.minimum(jnp.asarray(k, jnp.int32), n_alive)
-    t, c_t = _radix_kth(keys, k)
+    are never kept, so all nonzero keys are kept when fewer than ``k``; ties ->
+    lower flat index in the concatenation order)."""
+    n = sum(int(key.size) for key in keys)
+    if n == 0:  # e.g. one zero-size leaf in layer scope
+        return [jnp.zeros(key.shape, bool) for key in keys]
+    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
+    t, c_ge, c_gt = _radix_kth(keys, k)
+    # t == 0: fewer than k nonzero keys, all kept.
+    return lax.cond(
+        (c_ge == k) | (t == 0),
+        lambda: [key >= jnp.maximum(t, 1) for key in keys],
+        lambda: _first_ties(keys, t, k - c_gt),
+    )
 
-    def no_ties() -> list[jax.Array]:
-        return [key >= t for key in keys]
 
-    def with_ties() -> list[jax.Array]:
-        need = k - sum(jnp.sum(key > t, dtype=jnp.int32) for key in keys)
-        out, offset = [], jnp.int32(0)
-        for key in keys:
-            tie = key == t
-            cum = jnp.cumsum(tie.ravel(), dtype=jnp.int32).reshape(key.shape) + offset
-            out.append((key > t) | (tie & (cum <= need)))
-            offset = offset + jnp.sum(tie, dtype=jnp.int32)
-        return out
-
-    return lax.cond(c_t == k, no_ties, with_ties)
+select_global = jax.jit(_select_pool)
 
 
 @jax.jit
 def select_columns(keys: list[jax.Array], ks: list[jax.Array]) -> list[jax.Array]:
     """Per-column top-k: ``keys[l]`` is ``(m_l, P_l)``, every column is its own
     pool keeping ``ks[l]`` (shape ``(P_l,)`` or scalar) entries; ties -> lower
-    row. One bisection loop serves all arrays."""
+    row. Single-column arrays (layer scope) take the radix path of
+    :func:`select_global` each; one bisection loop serves all other arrays."""
+    out: list[Any] = [None] * len(keys)
+    multi = []
+    for i, (key, k) in enumerate(zip(keys, ks, strict=True)):
+        if key.shape[1] == 1:
+            out[i] = _select_pool([key], jnp.reshape(jnp.asarray(k), ()))[0]
+        else:
+            multi.append(i)
+    if not multi:
+        return out
+    keys, ks = [keys[i] for i in multi], [ks[i] for i in multi]
     ks = [
         jnp.minimum(jnp.broadcast_to(jnp.asarray(k, jnp.int32), key.shape[1:]), _count_ge(key, 1, 0))
         for key, k in zip(keys, ks, strict=True)
@@ -155,15 +222,14 @@ def select_columns(keys: list[jax.Array], ks: list[jax.Array]) -> list[jax.Array
         [jnp.full(key.shape[1:], key.shape[0], jnp.int32) for key in keys],
     )
     ts, cs = lax.fori_loop(0, 32, body, init)
-    out = []
-    for key, k, t, c_t in zip(keys, ks, ts, cs, strict=True):
+    for i, key, k, t, c_t in zip(multi, keys, ks, ts, cs, strict=True):
 
         def with_ties(key: jax.Array = key, k: jax.Array = k, t: jax.Array = t) -> jax.Array:
             tie = key == t[None, :]
             need = k - jnp.sum(key > t[None, :], axis=0, dtype=jnp.int32)
             return (key > t[None, :]) | (tie & (jnp.cumsum(tie, axis=0, dtype=jnp.int32) <= need[None, :]))
 
-        out.append(lax.cond(jnp.all(c_t == k), lambda key=key, t=t: key >= t[None, :], with_ties))
+        out[i] = lax.cond(jnp.all(c_t == k), lambda key=key, t=t: key >= t[None, :], with_ties)
     return out
 
 
