@@ -41,6 +41,7 @@ from jaxprune._validate import check_choice, check_number
 from jaxprune.tree import (
     PyTree,
     apply_mask,
+    check_mask_shapes,
     check_same_structure,
     full_mask,
     is_none,
@@ -73,20 +74,9 @@ class MaskedState(NamedTuple):
 
 
 def _check_mask_leaves(params: PyTree, mask: PyTree, name: str = "mask") -> None:
-    check_same_structure(params, mask, "params", name)
-    for (path, w), m in zip(
-        jax.tree.leaves_with_path(params, is_leaf=is_none),
-        jax.tree.leaves(mask, is_leaf=is_none),
-        strict=True,
-    ):
-        if m is None:
-            continue
-        if w is None or jnp.shape(m) != jnp.shape(w):
-            raise ValueError(
-                f"{name} leaf at {path_str(path)} has shape {jnp.shape(m)}, expected the param shape "
-                f"{None if w is None else jnp.shape(w)}"
-            )
-        if jnp.result_type(m) != jnp.bool_:
+    check_mask_shapes(params, mask, name)
+    for path, m in jax.tree.leaves_with_path(mask, is_leaf=is_none):
+        if m is not None and jnp.result_type(m) != jnp.bool_:
             raise TypeError(f"{name} leaf at {path_str(path)} must be boolean, got {jnp.result_type(m)}")
 
 

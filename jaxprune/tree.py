@@ -54,6 +54,19 @@ def check_same_structure(a: PyTree, b: PyTree, name_a: str = "params", name_b: s
     raise ValueError(f"{name_b} does not match the structure of {name_a}; " + "; ".join(detail))
 
 
+def check_mask_shapes(params: PyTree, mask: PyTree, name: str = "mask") -> None:
+    """Raise ``ValueError`` unless ``mask`` has the structure of ``params`` and
+    every non-``None`` mask leaf has its param leaf's shape (naming the path)."""
+    check_same_structure(params, mask, "params", name)
+    flat = jax.tree.leaves_with_path(params, is_leaf=is_none)
+    for (path, w), m in zip(flat, jax.tree.leaves(mask, is_leaf=is_none), strict=True):
+        if m is not None and (w is None or jnp.shape(m) != jnp.shape(w)):
+            raise ValueError(
+                f"{name} leaf at {path_str(path) or '<root>'} has shape {jnp.shape(m)}, expected the "
+                f"param shape {None if w is None else jnp.shape(w)}"
+            )
+
+
 def _compile(patterns: Patterns, name: str) -> list[re.Pattern]:
     if patterns is None:
         return []

@@ -80,3 +80,12 @@ def test_neuron_view_last_axis_is_unit():
     view = tree.neuron_view(conv)
     assert view.shape == (12, 5)
     np.testing.assert_array_equal(view[:, 1], np.asarray(conv)[..., 1].ravel())
+
+
+def test_check_mask_shapes_names_the_leaf():
+    params = _params()
+    mask = tree.full_mask(params)
+    tree.check_mask_shapes(params, mask)
+    mask["Conv_0"]["kernel"] = jnp.ones((2, 2, 1, 4), bool)
+    with pytest.raises(ValueError, match=r"Conv_0/kernel has shape \(2, 2, 1, 4\)"):
+        tree.check_mask_shapes(params, mask)

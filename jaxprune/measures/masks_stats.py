@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune import _validate
-from jaxprune.tree import PyTree, check_same_structure, is_none, path_str
+from jaxprune.tree import PyTree, check_mask_shapes, check_same_structure, is_none, path_str
 
 
 def _mask_pairs(mask_a: PyTree, mask_b: PyTree) -> list[tuple[jax.Array, jax.Array]]:
@@ -76,17 +76,12 @@ def pruning_quality(params: PyTree, mask: PyTree) -> jax.Array:
     squared weight norm removed by the mask, over the prunable leaves (those
     with a non-``None`` mask leaf). Float32 scalar in [0, 1]; 0 for all-zero
     weights. bf16/float16 weights are computed in float32."""
-    check_same_structure(params, mask)
+    check_mask_shapes(params, mask)
     pairs, named = [], {}
     flat = jax.tree.leaves_with_path(params, is_leaf=is_none)
     for (path, w), m in zip(flat, jax.tree.leaves(mask, is_leaf=is_none), strict=True):
         if m is None:
             continue
-        if w is None or jnp.shape(w) != jnp.shape(m):
-            raise ValueError(
-                f"mask leaf {path_str(path) or '<root>'} has shape {jnp.shape(m)}, "
-                f"param has {None if w is None else jnp.shape(w)}"
-            )
         named[path_str(path) or "<root>"] = w
         pairs.append((jnp.abs(jnp.asarray(w).astype(jnp.float32)), jnp.asarray(m).astype(bool)))
     _validate.check_finite("params", named)
