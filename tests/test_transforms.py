@@ -110,10 +110,9 @@ def test_dpf_matches_numpy_reference_loop():
 # ----------------------------------------------------------------------------- feedback / incremental
 
 
-def _push_up_problem(feedback, inner=None):
+def _push_up_problem(tx):
     # w = [1.0, 0.1]: at 50% sparsity w[1] is pruned first; the loss -w[1] pushes it up.
     params = {"w": jnp.array([1.0, 0.1])}
-    tx = jp.optax.dpf(0.5, update_every=1, prunable={"w": True}, feedback=feedback, inner=inner)
     state = tx.init(params)
     step = make_step(tx, lambda p, _: -p["w"][1], None)
     history = []
@@ -123,8 +122,12 @@ def _push_up_problem(feedback, inner=None):
     return history
 
 
+def _half_dpf(feedback, inner=None):
+    return jp.optax.dpf(0.5, update_every=1, prunable={"w": True}, feedback=feedback, inner=inner)
+
+
 def test_dpf_reactivates_pruned_weight():
-    history = _push_up_problem(True, inner=optax.sgd(0.1))
+    history = _push_up_problem(_half_dpf(True, inner=optax.sgd(0.1)))
     assert history[0][0].tolist() == [True, False]  # pruned at the first update
     # the gradient at the pruned weight still reaches the dense weight: after 0.1 + 0.1 t > 1 it is back
     assert history[-1][0].tolist() == [False, True]
@@ -134,17 +137,9 @@ def test_dpf_reactivates_pruned_weight():
 @pytest.mark.parametrize("as_inner", [True, False])
 def test_incremental_never_reactivates_and_zeroes(as_inner):
     sgd = optax.sgd(0.1, momentum=0.9)
-    if as_inner:
-        history = _push_up_problem(False, inner=sgd)
-    else:  # placed last in the chain
-        params = {"w": jnp.array([1.0, 0.1])}
-        tx = optax.chain(sgd, jp.optax.dpf(0.5, update_every=1, prunable={"w": True}, feedback=False))
-        state = tx.init(params)
-        step = make_step(tx, lambda p, _: -p["w"][1], None)
-        history = []
-        for _ in range(30):
-            params, state = step(params, state)
-            history.append((np.asarray(jp.optax.get_mask(state)["w"]), np.asarray(params["w"])))
+    # as inner=, or placed last in the chain
+    tx = _half_dpf(False, inner=sgd) if as_inner else optax.chain(sgd, _half_dpf(False))
+    history = _push_up_problem(tx)
     for mask, w in history:
         assert mask.tolist() == [True, False]
         assert w[1] == 0.0  # exactly zero, at every step
