@@ -155,6 +155,12 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     return jax.tree.map(one, params, mask, is_leaf=is_none)
 
 
+def fresh_copy(tree: PyTree) -> PyTree:
+    """New buffers for every array leaf (``None`` stays ``None``): what to hand a
+    step that donates its input while the caller keeps using the original."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 def neuron_view(x: jax.Array) -> jax.Array:
     """A leaf as ``(fan_in, units)``: one column per output unit (the LAST axis).
 

@@ -51,7 +51,7 @@ from jaxprune.capture import capture_layers
 from jaxprune.pipelines import register, setup, write_results
 from jaxprune.train import FunctionHook, Trainer, replicated_sharding
 from jaxprune.transforms import masked_update, set_mask
-from jaxprune.tree import PyTree, apply_mask, is_none, path_str
+from jaxprune.tree import PyTree, apply_mask, fresh_copy, is_none, path_str
 
 METHODS = ("lowest", "highest", "random")
 RECORD_KEYS = (
@@ -112,10 +112,6 @@ def last_layer_mask(
     return jax.tree.map_with_path(lambda p, x: keep if path_str(p) == path else None, params, is_leaf=is_none)
 
 
-
-def _fresh(tree: PyTree) -> PyTree:
-    """New buffers (the train step donates its input state)."""
-    return jax.tree.map(lambda x: None if x is None else jnp.array(x, copy=True), tree, is_leaf=is_none)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -298,7 +294,7 @@ def _finetune(
     at the final epoch."""
     params = apply_mask(original.params, mask)
     opt_state = set_mask(ft.tx.init(params), mask)
-    state0 = _fresh(original.replace(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state))
+    state0 = fresh_copy(original.replace(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state))
     records: list[dict] = []
 
     def record(state: Any, epoch: int) -> None:
@@ -334,10 +330,10 @@ def _original(config: Any, trainer: Trainer, seed: int) -> tuple[Any, list[str]]
             m["pretrained_checkpoint"], template, skip_mismatch=m["skip_mismatch"]
         )
         state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
-        state = jax.device_put(_fresh(state), replicated_sharding(trainer.mesh))
+        state = jax.device_put(fresh_copy(state), replicated_sharding(trainer.mesh))
     if not m["pretrained_checkpoint"] or m["train_from_checkpoint"]:
         state = trainer.fit(state, progress=False)
-    return _fresh(state), skipped
+    return fresh_copy(state), skipped
 
 
 @register("ap_study")

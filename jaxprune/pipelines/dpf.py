@@ -66,7 +66,7 @@ from jaxprune.train import Hook, Trainer, get_model, iterate_batches, per_exampl
 from jaxprune.train.optim import _get
 from jaxprune.train.state import TrainState
 from jaxprune.transforms import default_prunable, dpf, get_mask, masked_update, sparse_params
-from jaxprune.tree import PyTree, apply_mask, full_mask, is_none
+from jaxprune.tree import PyTree, apply_mask, fresh_copy, full_mask, is_none
 
 METHODS = ("dense", "dpf", "incremental", "one_shot_ft", "snip")
 PIPELINE_NAMES = {"dense": "dpf_dense", "dpf": "dpf", "incremental": "incremental",
@@ -317,13 +317,10 @@ def _train_cfg(cfg: Any, **changes: Any) -> dict:
     return {**base, **changes}
 
 
-def _fresh(tree: PyTree) -> PyTree:
-    return jax.tree.map(lambda x: None if x is None else jnp.array(x, copy=True), tree, is_leaf=is_none)
-
 
 def _fit(trainer: Trainer, state0: TrainState | None, resume: bool) -> TrainState:
     if state0 is not None:
-        state0 = jax.device_put(_fresh(state0), replicated_sharding(trainer.mesh))
+        state0 = jax.device_put(fresh_copy(state0), replicated_sharding(trainer.mesh))
     return trainer.fit(state0, resume=resume, progress=False)
 
 

@@ -52,7 +52,7 @@ from jaxprune.measures import pq_index
 from jaxprune.pipelines import register, setup, write_results
 from jaxprune.train import Checkpointer, Trainer, replicated_sharding
 from jaxprune.transforms import masked_update, set_mask
-from jaxprune.tree import PyTree, apply_mask, full_mask, is_none, path_str, resolve_prunable
+from jaxprune.tree import PyTree, apply_mask, fresh_copy, full_mask, path_str, resolve_prunable
 
 SCOPES = ("global", "layer", "neuron")
 
@@ -168,10 +168,6 @@ def _measures(params: PyTree, mask: PyTree, pq_grid: tuple[tuple[float, float], 
 
 
 
-def _fresh(tree: PyTree) -> PyTree:
-    """New buffers (the train step donates its input state)."""
-    return jax.tree.map(lambda x: None if x is None else jnp.array(x, copy=True), tree, is_leaf=is_none)
-
 
 def rewind(template: Any, init_params: PyTree, init_batch_stats: PyTree, mask: PyTree, tx: Any) -> Any:
     """The state a round starts from: ``template`` (a ``TrainState``) with params
@@ -186,7 +182,7 @@ def rewind(template: Any, init_params: PyTree, init_batch_stats: PyTree, mask: P
         batch_stats=init_batch_stats,
         opt_state=set_mask(tx.init(params), mask),
     )
-    return _fresh(state)
+    return fresh_copy(state)
 
 
 def _check_method(m: Mapping[str, Any]) -> None:
@@ -263,7 +259,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
             rec["val_acc"] = trainer.evaluate(best, "val")["accuracy"] if len(dataset.val.y) else None
             rec.update(_measures(best.params, mask, pq_grid))
             if t == 0:
-                ctx.dense_params = _fresh(best.params)
+                ctx.dense_params = fresh_copy(best.params)
             new_mask, rec["prune"] = rule(best.params, mask, t, ctx)
             rec["remaining_after"], rec["remaining_layers_after"] = _remaining(new_mask)
             pruned = best.replace(params=apply_mask(best.params, new_mask))

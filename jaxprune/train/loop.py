@@ -30,7 +30,7 @@ from jaxprune.train.metrics import MetricsWriter, progress_bar
 from jaxprune.train.optim import _get, make_optimizer, make_schedule
 from jaxprune.train.state import TrainState, make_init_fn
 from jaxprune.train.step import ForwardParams, make_eval_step, make_train_step
-from jaxprune.tree import is_none, prunable
+from jaxprune.tree import fresh_copy, is_none, prunable
 
 PyTree = Any
 HookResult = TrainState | None
@@ -267,7 +267,7 @@ class Trainer:
         ``state`` is not consumed (fit works on a copy)."""
         # The steps donate their input state; copying once here keeps the caller's
         # arrays (e.g. params shared with a mask or a rewinding point) valid.
-        state = self.init_state() if state is None else jax.tree.map(jnp.copy, state)
+        state = self.init_state() if state is None else fresh_copy(state)
         log_every = int(_get(self.cfg, "log_every"))
         ckpt_every = int(_get(self.cfg, "checkpoint_every"))
         check_number("train.log_every", log_every, low=1)
