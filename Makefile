@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 JAXPRUNE_DATA_DIR ?= $(abspath ../shared/data)
 export JAXPRUNE_DATA_DIR
 
-.PHONY: run test lint bench clean dpf-cpu sap-cpu abp-california sipp-cpu ap-cpu
+.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ dpf-cpu: $(STAMP)
 	$(PY) -m experiments.dpf_study --report_only --out results/dpf_cpu.json \
 	  --merge runs/dpf_study/seed0.json,runs/dpf_study/seed1.json,runs/dpf_study/seed2.json,runs/dpf_study/timing.json
 
+# The issue's LeNet budget (60 epochs, all data), seed 0 only: results/dpf_cpu_full.*
+dpf-full: $(STAMP)
+	$(PY) -m experiments.dpf_study --seeds 0 --run_only --workroot runs/dpf_full --out runs/conv/dpf_lenet_full_seed0.json
+	$(PY) -m experiments.dpf_study --report_only --merge runs/conv/dpf_lenet_full_seed0.json --out results/dpf_cpu_full.json
+
+# The conv run: ResNet-20 on the CIFAR-10 JPEG copy, 20 epochs, target 0.9 (merged into results/dpf_cpu.*)
+dpf-resnet20: $(STAMP)
+	$(PY) -m experiments.dpf_study --grid resnet20 --seeds 0 --run_only --workroot runs/dpf_r20 \
+	  --out runs/conv/dpf_resnet20_seed0.json
+	$(PY) -m experiments.dpf_study --report_only --merge runs/conv/dpf_resnet20_seed0.json --out results/dpf_cpu.json
+
 sap-cpu: $(STAMP)
 	$(PY) -m experiments.sap_study --epochs 3 --rounds 30 --train_limit 30000 --jobs 2 --workdir runs/sap_cpu_main
 
@@ -44,6 +55,11 @@ abp-california: $(STAMP)
 sipp-cpu: $(STAMP)
 	$(PY) -m experiments.sipp_study --epochs 3 --train-limit 10000 --seeds 0,1,2 \
 	  --methods sipp_det,sipp_rand,sipp_hybrid,wt,snip --iter-methods wt,sipp_det,snip
+
+sipp-resnet20: $(STAMP)
+	$(PY) -m experiments.sipp_study --config configs.sipp_resnet20 --epochs 3 --train-limit 5000 --seeds 0 \
+	  --sparsities 0.9,0.98 --methods wt,snip,sipp_det,sipp_rand,sipp_hybrid --skip-iter \
+	  --workdir runs/sipp_r20 --out results/sipp_resnet20.json
 
 ap-cpu: $(STAMP)
 	$(PY) -m experiments.ap_study --models lenet300,mlp --epochs 5 --finetune_epochs 4 --train_limit 6000 \

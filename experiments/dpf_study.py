@@ -46,7 +46,9 @@ _MERGE = flags.DEFINE_list("merge", [], "Partial JSON files merged into --out be
 _TIMING_PAIRS = flags.DEFINE_integer(
     "timing_pairs", 0, "Instead of the grid: this many back-to-back Dense / DPF (0.95, seed 0) pairs, "
     "for a wall-time ratio measured under the same machine load.")
-_NOTE = flags.DEFINE_string("note", "", "A line on the reduced budget, written into the report.")
+_NOTE = flags.DEFINE_string(
+    "note", "", "A paragraph on the budget, written into the report (default: the text of <out>.note.txt, "
+    "e.g. results/dpf_cpu.note.txt, if that file exists).")
 
 
 def _key(r: dict) -> tuple:
@@ -210,9 +212,10 @@ def claim_check(records: list[dict]) -> list[str]:
     return lines
 
 
-def plots(records: list[dict], outdir: pathlib.Path) -> list[pathlib.Path]:
-    """``dpf_accuracy.png`` (accuracy vs sparsity per method), ``dpf_mask_convergence.png``
-    (paper's Figure 4, DPF, seed-averaged) and ``dpf_delta.png`` (delta_t per epoch, Figure 7)."""
+def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[pathlib.Path]:
+    """``<stem>_accuracy.png`` (accuracy vs sparsity per method), ``<stem>_mask_convergence.png``
+    (paper's Figure 4, DPF, seed-averaged) and ``<stem>_delta.png`` (delta_t per epoch, Figure 7);
+    ``<stem>_<model>_*`` for models other than LeNet-300-100."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,7 +225,7 @@ def plots(records: list[dict], outdir: pathlib.Path) -> list[pathlib.Path]:
     groups = _groups(records)
     paths = []
     for model in sorted({r["model"] for r in records}):
-        prefix = "dpf" if model == "lenet300" else f"dpf_{model}"
+        prefix = stem if model == "lenet300" else f"{stem}_{model}"
         fig, ax = plt.subplots(figsize=(5.5, 4))
         dense = groups.get((model, "dense", 0.0))
         if dense:
@@ -279,7 +282,8 @@ def write_report(out: pathlib.Path, note: str = "") -> None:
     if note:
         lines += [note, ""]
     lines += [*table(records), "## Claim check", "", *claim_check(records)]
-    paths = plots(records, out.parent)
+    # results/dpf_cpu.json -> dpf_*.png; results/dpf_cpu_full.json -> dpf_full_*.png
+    paths = plots(records, out.parent, stem=out.stem.replace("dpf_cpu", "dpf"))
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in paths] + [""]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')} and {len(paths)} figures")
@@ -297,7 +301,9 @@ def main(argv: list[str]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(sorted(merged.values(), key=_key), indent=1) + "\n")
     if not _RUN_ONLY.value:
-        write_report(out, note=_NOTE.value)
+        note_file = out.with_suffix(".note.txt")
+        note = _NOTE.value or (note_file.read_text().strip() if note_file.exists() else "")
+        write_report(out, note=note)
 
 
 if __name__ == "__main__":

@@ -46,15 +46,18 @@ def _args() -> argparse.Namespace:
     p.add_argument("--plot-only", action="store_true")
     p.add_argument("--out", default=str(ROOT / "results" / "sipp_cpu.json"))
     p.add_argument("--workdir", default="/tmp/sipp_study")
+    p.add_argument("--config", default="configs.sipp_cpu",
+                   help="config module with get_config('pipeline,method[,sparsity]'), "
+                   "e.g. configs.sipp_resnet20")
     return p.parse_args()
 
 
 def _config(arg: str, a: argparse.Namespace, seed: int):
+    import importlib
+
     import numpy as np
 
-    from configs.sipp_cpu import get_config
-
-    c = get_config(arg)
+    c = importlib.import_module(a.config).get_config(arg)
     c.seed = seed
     if a.epochs:
         c.train.epochs = a.epochs
@@ -80,8 +83,9 @@ def run_study(a: argparse.Namespace) -> dict:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     out = pathlib.Path(a.out)
     data = json.loads(out.read_text()) if out.exists() else {"rows": []}
-    data["budget"] = {"epochs": a.epochs, "train_limit": a.train_limit, "iter_steps": a.iter_steps,
-                      "seeds": a.seeds, "date": "2026-11-22", "machine": "2-core CPU container (shared)"}
+    data["budget"] = {"config": a.config, "epochs": a.epochs, "train_limit": a.train_limit,
+                      "iter_steps": a.iter_steps, "seeds": a.seeds, "date": time.strftime("%Y-%m-%d"),
+                      "machine": "2-core CPU container (shared)"}
     done = {(r["pipeline"], r["method"], r["sparsity"], r["seed"]) for r in data["rows"]}
     seeds = [int(s) for s in a.seeds.split(",")]
     work = pathlib.Path(a.workdir)
@@ -133,7 +137,7 @@ def _series(rows: list[dict], pipeline: str, delta: bool = False) -> dict[str, d
     return out
 
 
-def plot(data: dict, results_dir: pathlib.Path) -> list[pathlib.Path]:
+def plot(data: dict, results_dir: pathlib.Path, prefix: str = "sipp") -> list[pathlib.Path]:
     """One PNG per pipeline: mean test accuracy (+- std over seeds) vs prune
     ratio; iterative: the difference to the dense network (the paper's Fig. 3)."""
     import matplotlib
@@ -143,8 +147,9 @@ def plot(data: dict, results_dir: pathlib.Path) -> list[pathlib.Path]:
     import numpy as np
 
     paths = []
-    titles = {"random_init_prune_train": ("random-init + prune + train", "sipp_random_init.png", False),
-              "iterative_prune_retrain": ("iterative prune + retrain", "sipp_iterative.png", True)}
+    titles = {"random_init_prune_train": ("random-init + prune + train", f"{prefix}_random_init.png", False),
+              "iterative_prune_retrain": ("iterative prune + retrain", f"{prefix}_iterative.png", True)}
+    names = {"lenet300": "LeNet-300-100", "resnet20": "ResNet-20", "mnist": "MNIST", "cifar10": "CIFAR-10"}
     for pipeline, (title, name, delta) in titles.items():
         series = _series(data["rows"], pipeline, delta)
         if not series:
@@ -162,7 +167,9 @@ def plot(data: dict, results_dir: pathlib.Path) -> list[pathlib.Path]:
             ax.axhline(10, color="gray", ls=":", lw=1, label="chance")
         ax.set_xlabel("prune ratio (% of prunable weights removed)")
         ax.set_ylabel("test accuracy - dense (%)" if delta else "test accuracy (%)")
-        ax.set_title(f"LeNet-300-100 / MNIST: {title}")
+        first = next(r for r in data["rows"] if r["pipeline"] == pipeline)
+        model, dataset = (names.get(first[k], first[k]) for k in ("model", "dataset"))
+        ax.set_title(f"{model} / {dataset}: {title}")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -196,7 +203,8 @@ def main() -> None:
     os.environ.setdefault("JAXPRUNE_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     out = pathlib.Path(a.out)
     data = json.loads(out.read_text()) if a.plot_only else run_study(a)
-    for p in plot(data, out.parent):
+    # results/sipp_cpu.json -> sipp_*.png; results/sipp_resnet20.json -> sipp_resnet20_*.png
+    for p in plot(data, out.parent, prefix=out.stem.removesuffix("_cpu")):
         print("wrote", p)
     for pipeline in ("random_init_prune_train", "iterative_prune_retrain"):
         print(f"\n### {pipeline}\n\n{table(data, pipeline)}")

@@ -18,6 +18,18 @@ the dense weights: error feedback)::
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+The same step, faster where XLA cannot fuse the masking into the matmul (CPU:
+~15-20% of an MLP step, see ``experiments/benchmarks/bench_dpf.py``): compute
+``m * w`` for the NEXT forward pass at the end of the step, where it fuses
+into the parameter update, and carry it (bitwise equal results; the engine's
+``Trainer`` does this via ``jaxprune.train.make_carried_train_step``)::
+
+    def step(params, w_tilde, opt_state, batch):            # w_tilde = m * w, carried
+        grads = jax.grad(loss)(w_tilde, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, jp.optax.sparse_params(params, opt_state), opt_state
+
 All states are plain pytrees (NamedTuples of arrays; masks hold ``None`` on
 non-prunable leaves): they jit with donation, shard with the params and
 checkpoint with orbax.

@@ -107,14 +107,31 @@ def test_conv_sensitivity_matches_naive_loop(reduce):
     np.testing.assert_allclose(small["Dense_0"]["kernel"], s["Dense_0"]["kernel"], rtol=1e-6)
 
 
-def test_conv_patches_follow_hwio_order():
-    """patches @ kernel.reshape(-1, out) must equal the convolution itself."""
-    x = jax.random.normal(jax.random.key(3), (2, 7, 6, 3))
-    k = jax.random.normal(jax.random.key(4), (3, 2, 3, 5))
-    cfg = {"strides": (2, 1), "padding": "SAME", "lhs_dilation": (1, 1), "rhs_dilation": (2, 1)}
-    p = jp.sipp.conv_patches(x, (3, 2), cfg)
+@pytest.mark.parametrize(
+    "spatial, fshape, strides, padding, lhs_dil, rhs_dil",
+    [
+        ((7, 6), (3, 2), (2, 1), "SAME", (1, 1), (2, 1)),
+        ((7, 6), (3, 3), (1, 1), "SAME", (1, 1), (1, 1)),  # CIFAR ResNet 3x3
+        ((8, 8), (3, 3), (2, 2), "SAME", (1, 1), (1, 1)),  # its strided conv
+        ((7, 6), (2, 3), (3, 2), "VALID", (1, 1), (1, 2)),
+        ((7, 6), (2, 2), (2, 3), "SAME_LOWER", (1, 1), (1, 1)),
+        ((7, 6), (3, 2), (2, 1), ((1, 2), (0, 1)), (1, 1), (1, 2)),
+        ((9,), (3,), (2,), "SAME", (1,), (2,)),  # 1-D
+        ((4, 5, 4), (2, 3, 2), (1, 2, 1), ((1, 0), (1, 1), (0, 1)), (1, 1, 1), (1, 1, 2)),  # 3-D
+        ((5, 4), (2, 2), (1, 1), ((1, 1), (0, 1)), (2, 1), (1, 1)),  # input dilation: the conv path
+    ],
+)
+def test_conv_patches_follow_hwio_order(spatial, fshape, strides, padding, lhs_dil, rhs_dil):
+    """patches @ kernel.reshape(-1, out) must equal the convolution itself, for
+    strides, every padding form, kernel and input dilation, 1-3 spatial dims."""
+    x = jax.random.normal(jax.random.key(3), (2, *spatial, 3))
+    k = jax.random.normal(jax.random.key(4), (*fshape, 3, 5))
+    cfg = {"strides": strides, "padding": padding, "lhs_dilation": lhs_dil, "rhs_dilation": rhs_dil}
+    p = jp.sipp.conv_patches(x, fshape, cfg)
+    dims = "DHW"[-len(spatial):]
     conv = jax.lax.conv_general_dilated(
-        x, k, (2, 1), "SAME", rhs_dilation=(2, 1), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x, k, strides, padding, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
+        dimension_numbers=(f"N{dims}C", f"{dims}IO", f"N{dims}C"), precision=jax.lax.Precision.HIGHEST,
     )
     np.testing.assert_allclose(p @ k.reshape(-1, 5), conv.reshape(2, -1, 5), rtol=1e-4, atol=1e-4)
 

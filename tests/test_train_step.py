@@ -205,3 +205,38 @@ def test_initialize_distributed_only_for_multihost_env(monkeypatch):
     assert initialize_distributed() is False and calls == []
     monkeypatch.setenv("SLURM_NTASKS", "4")
     assert initialize_distributed() is True and calls == [1]
+
+
+def test_carried_step_is_bitwise_equal_to_plain_step_with_dpf():
+    """The carried form (m * w computed at the end of the previous step) gives the
+    same params, masks and losses as the plain step, through mask updates."""
+    import jaxprune as jp
+    from jaxprune.train import make_carried_train_step
+
+    mesh = make_mesh()
+    rng = np.random.default_rng(3)
+    model = BNNet()
+    tx = optax.chain(
+        jp.optax.dpf(jp.masks.polynomial_schedule(0.8, 0, 12), update_every=3),
+        optax.sgd(0.1, momentum=0.9),
+    )
+    kwargs = {"task": "classification", "mesh": mesh, "forward_params": jp.optax.sparse_params}
+    plain = make_train_step(model, tx, **kwargs)
+    start, carried_step = make_carried_train_step(model, tx, **kwargs)
+    state_a = create_train_state(model, tx, (5,), jax.random.PRNGKey(4), mesh=mesh)
+    state_b = jax.tree.map(jnp.copy, state_a)
+    carried = start(state_b)
+    # only the masked leaf (DPF's default: every dense kernel but the last) is carried
+    carried_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(carried)]
+    assert carried_paths == ["['Dense_0']['kernel']"]
+    for i in range(14):
+        batch = put_batch(_batch(rng, 16, 5, k=3), mesh)
+        state_a, m_a = plain(state_a, batch)
+        state_b, carried, m_b = carried_step(state_b, carried, batch)
+        assert float(m_a["loss"]) == float(m_b["loss"]), i
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    kernel = np.asarray(carried["Dense_0"]["kernel"])
+    mask = np.asarray(jp.optax.get_mask(state_b.opt_state)["Dense_0"]["kernel"])
+    assert 0.0 < mask.mean() < 1.0
+    np.testing.assert_array_equal(kernel, np.where(mask, state_b.params["Dense_0"]["kernel"], 0.0))

@@ -91,14 +91,15 @@ def _loss_grads(model: nn.Module, params: PyTree, batch_stats: PyTree, batch: di
 
 
 def sensitivity_sample(model: nn.Module, params: PyTree, dataset: Any, *, seed: int, c: float = 3.0,
-                       delta: float = 1e-16) -> tuple[np.ndarray, int]:
+                       delta: float = 1e-16, batch_stats: PyTree | None = None) -> tuple[np.ndarray, int]:
     """``(S, |S|)``: ``|S| = sipp.sample_size`` points drawn without replacement
     from the validation split (all of it if it is smaller; ``|S|`` is then the
-    size the theory asks for, ``len(S)`` what was used)."""
+    size the theory asks for, ``len(S)`` what was used). ``batch_stats``: the
+    BatchNorm statistics of models that have them (the model runs in eval mode)."""
     x_val = dataset.val.x
     if not len(x_val):
         raise ValueError("SiPP needs a validation split for its sample S: set config.data.val_fraction > 0")
-    apply = _apply_fn(model, {})  # layer output sizes do not depend on BN statistics
+    apply = _apply_fn(model, batch_stats or {})
     n = sipp.sample_size(sipp.layer_output_sizes(apply, params, jnp.asarray(x_val[:1])), c=c, delta=delta)
     idx = np.random.default_rng(seed).permutation(len(x_val))[: min(n, len(x_val))]
     return x_val[np.sort(idx)], n
@@ -177,13 +178,15 @@ def _check_common(m: Mapping[str, Any], methods: tuple[str, ...]) -> None:
     check_number("config.method.snip_batch_size", m["snip_batch_size"], low=0)
 
 
-def _context(config: Any, model: nn.Module, dataset: Any, params: PyTree) -> SippContext:
-    """The scoring context at ``params``: S only for SiPP, the batch only for SNIP."""
+def _context(config: Any, model: nn.Module, dataset: Any, params: PyTree, batch_stats: PyTree) -> SippContext:
+    """The scoring context at ``params`` (and BN ``batch_stats``, ``{}`` without
+    BN): S only for SiPP, the batch only for SNIP."""
     m, seed = config.method, int(config.seed)
     ctx = SippContext(method=m, scope="global", init_params=params, dense_params=None, model=model,
-                      task=dataset.task)
+                      task=dataset.task, batch_stats=batch_stats)
     if m["name"].startswith("sipp"):
-        ctx.sample, n = sensitivity_sample(model, params, dataset, seed=seed, c=m["c"], delta=m["delta"])
+        ctx.sample, n = sensitivity_sample(model, params, dataset, seed=seed, c=m["c"], delta=m["delta"],
+                                           batch_stats=batch_stats)
         ctx.method = {**m, "sample_size": n}
     if m["name"] == "snip":
         ctx.batch = snip_batch(dataset, int(m["snip_batch_size"]) or int(config.train.batch_size), seed=seed)
@@ -230,7 +233,7 @@ def run_random_init(config: Any, workdir: str | pathlib.Path) -> dict:
     dataset, model = setup(config)
     trainer, state0 = _masked_trainer(config, model, dataset, root)
     params = state0.params
-    ctx = _context(config, model, dataset, params)
+    ctx = _context(config, model, dataset, params, state0.batch_stats)
     density = 1.0 - float(m["sparsity"])
     rec = {**_label(config, "random_init_prune_train"), "sparsity": float(m["sparsity"])}
     if m["name"].startswith("sipp"):
@@ -305,8 +308,8 @@ def run_iterative(config: Any, workdir: str | pathlib.Path) -> dict:
             tic = time.perf_counter()
             rec = {**label, "round": t}
             if t > 0:  # prune the previous round's trained weights (BN statistics as trained)
-                ctx = _context(config, model, dataset, params)
-                ctx.batch_stats, ctx.densities, ctx.init_params = stats, densities, state0.params
+                ctx = _context(config, model, dataset, params, stats)
+                ctx.densities, ctx.init_params = densities, state0.params
                 new_mask, rec["prune"] = rule(params, mask, t - 1, ctx)
                 mask = jax.device_put(new_mask, replicated)
                 params = apply_mask(params, mask)

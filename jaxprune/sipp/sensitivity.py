@@ -27,7 +27,7 @@ Every ``s_ji`` lies in ``[0, 1]``.
 
 Speed and memory: the quadrant sums ``D`` are matmuls of the patch rows with
 ``[W+ | W-]``; the max over rows of ``a^r_j / D`` is a running max over an
-``(F, 2c)`` accumulator updated by unrolled blocks of rows (one fused
+``(2c, F)`` accumulator updated by unrolled blocks of rows (one fused
 elementwise loop per block, no ``rows x F x c`` product), and the a- side is
 skipped when no activation is negative. The work is chunked over points (and,
 for one huge point, over its patches) so that one group's patch rows and
@@ -89,14 +89,39 @@ def _conv_config(module: nn.Module, kernel_ndim: int) -> dict[str, Any]:
 def conv_patches(x: jax.Array, filter_shape: tuple[int, ...], cfg: dict[str, Any]) -> jax.Array:
     """Sliding windows of an NHWC-style input ``x`` (N, *spatial, C) as
     ``(N, P, F)`` with ``F = prod(filter_shape) * C`` ordered like a flattened
-    HWIO kernel's first axes, i.e. ``(*filter_shape, C)`` (the raw
-    ``conv_general_dilated_patches`` output is ordered ``(C, *filter_shape)``)."""
+    HWIO kernel's first axes, i.e. ``(*filter_shape, C)``; the windows of
+    ``jax.lax.conv_general_dilated_patches`` with the same arguments.
+
+    Without input dilation the windows are gathered by strided slices of the
+    padded input (pure data movement); ``conv_general_dilated_patches`` itself
+    is a convolution with a one-hot kernel, ``F`` times the multiply-adds of
+    the layer's own forward pass, and is used only for input dilation."""
     rank = len(filter_shape)
-    spatial = "DHW"[-rank:] if rank <= 3 else None
-    if spatial is None:
+    if not 1 <= rank <= 3:
         raise ValueError(f"conv kernels with {rank} spatial dims are not supported (valid: 1 to 3)")
+    n, c = x.shape[0], x.shape[-1]
+    if any(d != 1 for d in cfg["lhs_dilation"]):
+        return _dilated_input_patches(x, filter_shape, cfg)
+    strides, dilation = cfg["strides"], cfg["rhs_dilation"]
+    extent = [(k - 1) * d + 1 for k, d in zip(filter_shape, dilation, strict=True)]
+    pads = cfg["padding"]
+    if isinstance(pads, str):
+        pads = jax.lax.padtype_to_pads(x.shape[1:-1], extent, strides, pads)
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
+    out = [(size - e) // s + 1 for size, e, s in zip(x.shape[1:-1], extent, strides, strict=True)]
+    windows = []
+    for offset in np.ndindex(*filter_shape):  # row-major over the filter: HWIO flatten order
+        start = [o * d for o, d in zip(offset, dilation, strict=True)]
+        limit = [b + (m - 1) * s + 1 for b, m, s in zip(start, out, strides, strict=True)]
+        windows.append(jax.lax.slice(x, (0, *start, 0), (n, *limit, c), (1, *strides, 1)))
+    return jnp.stack(windows, axis=-2).reshape(n, math.prod(out), len(windows) * c)
+
+
+def _dilated_input_patches(x: jax.Array, filter_shape: tuple[int, ...], cfg: dict[str, Any]) -> jax.Array:
+    """:func:`conv_patches` through ``conv_general_dilated_patches`` (any ``lhs_dilation``)."""
+    rank = len(filter_shape)
+    spatial = "DHW"[-rank:]
     lhs = "N" + spatial + "C"
-    dn = (lhs, spatial + "IO", lhs)
     p = jax.lax.conv_general_dilated_patches(
         x,
         filter_shape,
@@ -104,7 +129,7 @@ def conv_patches(x: jax.Array, filter_shape: tuple[int, ...], cfg: dict[str, Any
         cfg["padding"],
         lhs_dilation=cfg["lhs_dilation"],
         rhs_dilation=cfg["rhs_dilation"],
-        dimension_numbers=dn,
+        dimension_numbers=(lhs, spatial + "IO", lhs),
         precision=jax.lax.Precision.HIGHEST,
     )
     n, c = x.shape[0], x.shape[-1]
@@ -140,42 +165,44 @@ def _inv_denominators(a: jax.Array, w2: jax.Array) -> tuple[jax.Array, jax.Array
     w_both = jnp.concatenate([jnp.maximum(w2, 0), jnp.maximum(-w2, 0)], axis=-1)  # (F, 2c)
     hi = jax.lax.Precision.HIGHEST
     d_pos = jnp.matmul(jnp.maximum(a, 0), w_both, precision=hi)  # a+ . [W+ | W-]
-    d_neg = jnp.matmul(jnp.maximum(-a, 0), w_both, precision=hi)  # a- . [W+ | W-]
+    d_neg = jax.lax.cond(  # a- . [W+ | W-]; skipped when no activation is negative (after a ReLU)
+        jnp.any(a < 0),
+        lambda: jnp.matmul(jnp.maximum(-a, 0), w_both, precision=hi),
+        lambda: jnp.zeros_like(d_pos),
+    )
     inv = [jnp.where(d > _EPS, 1.0 / jnp.where(d > _EPS, d, 1.0), 0.0) for d in (d_pos, d_neg)]
     return inv[0][..., :c], inv[0][..., c:], inv[1][..., :c], inv[1][..., c:]
 
 
 def _rows_max(acc: jax.Array, a: jax.Array, w2: jax.Array, block: int) -> jax.Array:
     """``max(acc, max_rows max_r a^r_j / D^{t r}_i)`` for rows ``a`` (R, F), R a
-    multiple of ``block``; ``acc`` is (F, 2c) with columns ``[t=+ | t=-]``.
+    multiple of ``block``; ``acc`` is (2c, F) with rows ``[t=+ | t=-]`` (the
+    fan-in on the minor axis: measured ~1.2-1.4x faster on CPU than (F, 2c)
+    for the narrow conv layers of CIFAR ResNets).
 
     The rows are visited ``block`` at a time as a ``fori_loop``; each step is
-    one elementwise chain ``acc = max(acc, a^r_k[:, None] * (1 / D^{. r}_k)[None])``
+    one elementwise chain ``acc = max(acc, (1 / D^{. r}_k)[:, None] * a^r_k[None])``
     over the ``block`` rows (unrolled, so XLA fuses it into a single vectorised
-    loop over the accumulator: no (rows, F, 2c) product is formed). Steps
-    ``0..R/block-1`` use the a+ side, the next R/block steps the a- side, which
-    is skipped when no activation is negative (e.g. after a ReLU)."""
+    loop over the accumulator: no (rows, F, 2c) product is formed). A second
+    loop, over the a- side, runs only when some activation is negative (not
+    after a ReLU)."""
     pp, pm, mp, mm = _inv_denominators(a, w2)
-    inv_pos = jnp.concatenate([pp, pm], axis=-1)  # (R, 2c): activation side +
-    inv_neg = jnp.concatenate([mp, mm], axis=-1)  # activation side -
     n_blocks = a.shape[0] // block
 
-    def step(i: jax.Array, acc: jax.Array) -> jax.Array:
-        plus = i < n_blocks
-        start = jnp.where(plus, i, i - n_blocks) * block
-        rows = jax.lax.dynamic_slice_in_dim(a, start, block)
-        rows = jnp.maximum(jnp.where(plus, rows, -rows), 0.0)  # a^r of the block
-        inv = jnp.where(
-            plus,
-            jax.lax.dynamic_slice_in_dim(inv_pos, start, block),
-            jax.lax.dynamic_slice_in_dim(inv_neg, start, block),
-        )
-        for r in range(block):
-            acc = jnp.maximum(acc, rows[r][:, None] * inv[r][None, :])
-        return acc
+    def side(acc: jax.Array, sign: float, inv_all: jax.Array) -> jax.Array:
+        def step(i: jax.Array, acc: jax.Array) -> jax.Array:
+            rows = jnp.maximum(sign * jax.lax.dynamic_slice_in_dim(a, i * block, block), 0.0)  # a^r
+            inv = jax.lax.dynamic_slice_in_dim(inv_all, i * block, block)
+            for r in range(block):
+                acc = jnp.maximum(acc, inv[r][:, None] * rows[r][None, :])
+            return acc
 
-    n_steps = jnp.where(jnp.any(a < 0), 2 * n_blocks, n_blocks)
-    return jax.lax.fori_loop(0, n_steps, step, acc)
+        return jax.lax.fori_loop(0, n_blocks, step, acc)
+
+    acc = side(acc, 1.0, jnp.concatenate([pp, pm], axis=-1))
+    return jax.lax.cond(
+        jnp.any(a < 0), lambda v: side(v, -1.0, jnp.concatenate([mp, mm], axis=-1)), lambda v: v, acc
+    )
 
 
 def _points_mean(a: jax.Array, w2: jax.Array, n_patches: int) -> jax.Array:
@@ -247,8 +274,8 @@ def layer_sensitivity(
             acc, _ = jax.lax.scan(lambda b, g: (_rows_max(b, g, w2, block), None), acc, a)
             return acc, None
 
-        acc, _ = jax.lax.scan(max_chunk, jnp.zeros((fan_in, 2 * units), jnp.float32), xs)
-        best = jnp.where(w2 > 0, acc[:, :units], acc[:, units:])
+        acc, _ = jax.lax.scan(max_chunk, jnp.zeros((2 * units, fan_in), jnp.float32), xs)
+        best = jnp.where(w2 > 0, acc[:units].T, acc[units:].T)
     return jnp.minimum(jnp.abs(w2) * best, 1.0)  # ratios are <= 1; clip float rounding
 
 

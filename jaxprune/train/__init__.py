@@ -32,7 +32,13 @@ from jaxprune.train.metrics import MetricsWriter, progress_bar, read_metrics
 from jaxprune.train.models import MODEL_NAMES, get_model, param_count
 from jaxprune.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from jaxprune.train.state import TrainState, create_train_state, make_init_fn
-from jaxprune.train.step import TASKS, make_eval_step, make_train_step, per_example_loss
+from jaxprune.train.step import (
+    TASKS,
+    make_carried_train_step,
+    make_eval_step,
+    make_train_step,
+    per_example_loss,
+)
 
 __all__ = [
     "DATASET_NAMES",
@@ -56,6 +62,7 @@ __all__ = [
     "initialize_distributed",
     "iterate_batches",
     "load_dataset",
+    "make_carried_train_step",
     "make_eval_step",
     "make_init_fn",
     "make_mesh",

@@ -29,7 +29,7 @@ from jaxprune.train.mesh import make_mesh, put_batch
 from jaxprune.train.metrics import MetricsWriter, progress_bar
 from jaxprune.train.optim import _get, make_optimizer, make_schedule
 from jaxprune.train.state import TrainState, make_init_fn
-from jaxprune.train.step import ForwardParams, make_eval_step, make_train_step
+from jaxprune.train.step import ForwardParams, make_carried_train_step, make_eval_step, make_train_step
 from jaxprune.tree import fresh_copy, is_none, prunable
 
 PyTree = Any
@@ -183,6 +183,12 @@ class Trainer:
         self.train_step = make_train_step(
             model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment
         )
+        # fit() runs the carried form of the same step (bitwise equal, no separate masking pass)
+        self._carried = None
+        if forward_params is not None:
+            self._carried = make_carried_train_step(
+                model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment
+            )
         self.eval_step = make_eval_step(model, task=task, mesh=self.mesh, forward_params=forward_params)
         self._init_fn = make_init_fn(model, self.tx, dataset.input_shape, mesh=self.mesh)
         self._sparsity = _sparsity_fn(jax.eval_shape(self._init_fn, jax.random.PRNGKey(0)).params)
@@ -294,6 +300,7 @@ class Trainer:
                 ckpt.save(step, state, extra=extra, meta=m, metric=metric)
 
         step = int(state.step)  # host-side step counter: no device sync per step
+        carried = carried_for = None  # forward weights of the carried step, and the state they belong to
         total = self.epochs * self.steps_per_epoch
         bar = progress_bar(total, initial=start_epoch * self.steps_per_epoch + start_batch, enabled=progress)
         window: list[dict] = []
@@ -306,7 +313,14 @@ class Trainer:
                 epoch_metrics: list[dict] = []
                 for b, batch in zip(range(first, self.steps_per_epoch), batches, strict=False):
                     state = self._run_hooks(state, "before_step")
-                    state, metrics = self.train_step(state, put_batch(batch, self.mesh))
+                    if self._carried is None:
+                        state, metrics = self.train_step(state, put_batch(batch, self.mesh))
+                    else:
+                        start, carried_step = self._carried
+                        if carried_for is not state:  # new, restored, or replaced by a hook
+                            carried = start(state)
+                        state, carried, metrics = carried_step(state, carried, put_batch(batch, self.mesh))
+                        carried_for = state
                     step += 1
                     state = self._run_hooks(state, "after_step", metrics)
                     for hook in self.hooks:

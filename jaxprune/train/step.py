@@ -52,6 +52,38 @@ def _forward(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array
     return model.apply(variables, x, train=train, rngs=rngs), batch_stats
 
 
+def _train_body(model, tx, task: str, augment: Augment | None) -> Callable:
+    """``body(state, fwd, batch) -> (state, metrics)``: one optimizer step with
+    the forward (and gradient) at the weights ``fwd``, applied to ``state.params``."""
+
+    def loss_fn(fwd_params, batch_stats, batch, key):
+        outputs, new_stats = _forward(model, fwd_params, batch_stats, batch["x"], train=True, key=key)
+        weight = batch["weight"].astype(jnp.float32)
+        count = jnp.maximum(jnp.sum(weight), 1.0)
+        loss = jnp.sum(weight * per_example_loss(outputs, batch["y"], task)) / count
+        return loss, (new_stats, outputs, count)
+
+    def body(state: TrainState, fwd: PyTree, batch: dict) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(state.rng, state.step)
+        aug_key, dropout_key = jax.random.split(key)
+        if augment is not None:
+            batch = {**batch, "x": augment(aug_key, batch["x"])}
+        (loss, (new_stats, outputs, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            fwd, state.batch_stats, batch, dropout_key
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss}
+        if task == "classification":
+            metrics["accuracy"] = _correct(outputs, batch["y"], batch["weight"]) / count
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
+        )
+        return new_state, metrics
+
+    return body
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -68,38 +100,75 @@ def make_train_step(
     the dense ``params`` (``tx.update(grads, opt_state, params)``).
     ``augment(key, x) -> x`` runs on device before the forward pass. ``metrics``
     are device scalars: ``loss`` (weighted mean) and, for classification,
-    ``accuracy``.
+    ``accuracy``. :func:`make_carried_train_step` is the same step, faster with
+    ``forward_params``.
     """
     check_choice("task", task, TASKS)
-
-    def loss_fn(fwd_params, batch_stats, batch, key):
-        outputs, new_stats = _forward(model, fwd_params, batch_stats, batch["x"], train=True, key=key)
-        weight = batch["weight"].astype(jnp.float32)
-        count = jnp.maximum(jnp.sum(weight), 1.0)
-        loss = jnp.sum(weight * per_example_loss(outputs, batch["y"], task)) / count
-        return loss, (new_stats, outputs, count)
+    body = _train_body(model, tx, task, augment)
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        key = jax.random.fold_in(state.rng, state.step)
-        aug_key, dropout_key = jax.random.split(key)
-        if augment is not None:
-            batch = {**batch, "x": augment(aug_key, batch["x"])}
         fwd = state.params if forward_params is None else forward_params(state.params, state.opt_state)
-        (loss, (new_stats, outputs, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            fwd, state.batch_stats, batch, dropout_key
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss}
-        if task == "classification":
-            metrics["accuracy"] = _correct(outputs, batch["y"], batch["weight"]) / count
-        new_state = state.replace(
-            step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
-        )
-        return new_state, metrics
+        return body(state, fwd, batch)
 
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
     return jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def _own_leaves(params: PyTree, fwd: PyTree) -> PyTree:
+    """``fwd`` with ``None`` where its leaf IS the params leaf (traced identity:
+    ``apply_mask`` passes non-prunable leaves through), so that a carried tree
+    never aliases the params (a buffer cannot be donated twice)."""
+    return jax.tree.map(lambda w, f: None if f is w else f, params, fwd)
+
+
+def _with_params(params: PyTree, own: PyTree) -> PyTree:
+    """Inverse of :func:`_own_leaves`: the full forward weights."""
+    return jax.tree.map(lambda w, f: w if f is None else f, params, own, is_leaf=lambda x: x is None)
+
+
+def make_carried_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    task: str,
+    mesh: Mesh,
+    forward_params: ForwardParams,
+    augment: Augment | None = None,
+) -> tuple[Callable[[TrainState], PyTree], Callable[[TrainState, PyTree, dict], tuple]]:
+    """The step of :func:`make_train_step` with the forward weights carried from
+    one step to the next: ``(start, step)`` with
+
+    - ``start(state) -> carried``: ``forward_params(state.params, state.opt_state)``
+      on the leaves it changes (``None`` elsewhere); call it after creating,
+      restoring or replacing the state.
+    - ``step(state, carried, batch) -> (state, carried, metrics)``, jitted with
+      ``state`` and ``carried`` donated; the returned ``carried`` is
+      ``forward_params`` of the NEW params and optimizer state.
+
+    The results are bitwise equal to :func:`make_train_step`'s: the same
+    elementwise ``m * w`` is computed at the end of the previous step instead of
+    the start of this one. There XLA fuses it into the parameter update, one
+    pass over the weights; at the start of the step it is a separate pass that
+    XLA:CPU does not fuse into the matmul (measured: ~15-20% of an MLP step on
+    CPU, see ``experiments/benchmarks/bench_dpf.py``). Memory: one extra copy of
+    the masked leaves.
+    """
+    check_choice("task", task, TASKS)
+    body = _train_body(model, tx, task, augment)
+
+    def start(state: TrainState) -> PyTree:
+        return _own_leaves(state.params, forward_params(state.params, state.opt_state))
+
+    def step(state: TrainState, carried: PyTree, batch: dict) -> tuple[TrainState, PyTree, dict]:
+        new_state, metrics = body(state, _with_params(state.params, carried), batch)
+        return new_state, start(new_state), metrics
+
+    rep, data = replicated_sharding(mesh), batch_sharding(mesh)
+    start_jit = jax.jit(start, in_shardings=(rep,), out_shardings=rep)
+    step_jit = jax.jit(
+        step, in_shardings=(rep, rep, data), out_shardings=(rep, rep, rep), donate_argnums=(0, 1)
+    )
+    return start_jit, step_jit
 
 
 def make_eval_step(
