@@ -145,7 +145,8 @@ def table(records: list[dict]) -> list[str]:
         targets = sorted({t for (mo, me, t) in groups if mo == model and me != "dense"})
         methods = [m for m in ORDER[1:] if any((model, m, t) in groups for t in targets)]
         d = _mean_std([100 * r["test_acc"] for r in dense]) if dense else None
-        lines += [f"### {model} on {records[0]['dataset'] if records else ''}", ""]
+        dataset = next(r["dataset"] for r in records if r["model"] == model)
+        lines += [f"### {model} on {dataset}", ""]
         if d:
             wall = _mean_std([r["wall_s"] for r in dense])[0]
             lines += [f"Dense: {d[0]:.2f} +- {d[1]:.2f} (n={len(dense)}, wall {wall:.0f} s)", ""]
