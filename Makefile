@@ -35,10 +35,13 @@ dpf-cpu: $(STAMP)
 	$(PY) -m experiments.dpf_study --report_only --out results/dpf_cpu.json \
 	  --merge runs/dpf_study/seed0.json,runs/dpf_study/seed1.json,runs/dpf_study/seed2.json,runs/dpf_study/timing.json
 
-# The issue's LeNet budget (60 epochs, all data), seed 0 only: results/dpf_cpu_full.*
+# The issue's LeNet budget (60 epochs, all data, 3 seeds) and 2 wall-time pairs: results/dpf_cpu_full.*
 dpf-full: $(STAMP)
-	$(PY) -m experiments.dpf_study --seeds 0 --run_only --workroot runs/dpf_full --out runs/conv/dpf_lenet_full_seed0.json
-	$(PY) -m experiments.dpf_study --report_only --merge runs/conv/dpf_lenet_full_seed0.json --out results/dpf_cpu_full.json
+	for s in 0 1 2; do $(PY) -m experiments.dpf_study --seeds $$s --run_only --workroot runs/dpf_full_s$$s \
+	  --out runs/conv/dpf_lenet_full_seed$$s.json & done; wait
+	$(PY) -m experiments.dpf_study --timing_pairs 2 --run_only --workroot runs/dpf_timing_full --out runs/conv/timing_full.json
+	$(PY) -m experiments.dpf_study --report_only --out results/dpf_cpu_full.json --merge \
+	  runs/conv/dpf_lenet_full_seed0.json,runs/conv/dpf_lenet_full_seed1.json,runs/conv/dpf_lenet_full_seed2.json,runs/conv/timing_full.json
 
 # The conv run: ResNet-20 on the CIFAR-10 JPEG copy, 20 epochs, target 0.9 (merged into results/dpf_cpu.*)
 dpf-resnet20: $(STAMP)
