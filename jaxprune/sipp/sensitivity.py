@@ -157,16 +157,19 @@ def _layer_patches(layer: LayerIO, kernel: jax.Array) -> tuple[Callable[[jax.Arr
 
 
 # ----------------------------------------------------------------------------- core
-def _inv_denominators(a: jax.Array, w2: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def _inv_denominators(
+    a: jax.Array, w2: jax.Array, has_neg: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """``1 / D^{t r}`` for the four quadrants of rows ``a`` (..., F) and kernel
     ``w2`` (F, c), 0 where ``D <= eps``. Returned as (pp, pm, mp, mm) where the
-    first letter is the activation side r and the second the weight side t."""
+    first letter is the activation side r and the second the weight side t.
+    ``has_neg``: ``jnp.any(a < 0)``, computed once by the caller."""
     c = w2.shape[-1]
     w_both = jnp.concatenate([jnp.maximum(w2, 0), jnp.maximum(-w2, 0)], axis=-1)  # (F, 2c)
     hi = jax.lax.Precision.HIGHEST
     d_pos = jnp.matmul(jnp.maximum(a, 0), w_both, precision=hi)  # a+ . [W+ | W-]
     d_neg = jax.lax.cond(  # a- . [W+ | W-]; skipped when no activation is negative (after a ReLU)
-        jnp.any(a < 0),
+        has_neg,
         lambda: jnp.matmul(jnp.maximum(-a, 0), w_both, precision=hi),
         lambda: jnp.zeros_like(d_pos),
     )
@@ -186,7 +189,8 @@ def _rows_max(acc: jax.Array, a: jax.Array, w2: jax.Array, block: int) -> jax.Ar
     loop over the accumulator: no (rows, F, 2c) product is formed). A second
     loop, over the a- side, runs only when some activation is negative (not
     after a ReLU)."""
-    pp, pm, mp, mm = _inv_denominators(a, w2)
+    has_neg = jnp.any(a < 0)
+    pp, pm, mp, mm = _inv_denominators(a, w2, has_neg)
     n_blocks = a.shape[0] // block
 
     def side(acc: jax.Array, sign: float, inv_all: jax.Array) -> jax.Array:
@@ -201,13 +205,13 @@ def _rows_max(acc: jax.Array, a: jax.Array, w2: jax.Array, block: int) -> jax.Ar
 
     acc = side(acc, 1.0, jnp.concatenate([pp, pm], axis=-1))
     return jax.lax.cond(
-        jnp.any(a < 0), lambda v: side(v, -1.0, jnp.concatenate([mp, mm], axis=-1)), lambda v: v, acc
+        has_neg, lambda v: side(v, -1.0, jnp.concatenate([mp, mm], axis=-1)), lambda v: v, acc
     )
 
 
 def _points_mean(a: jax.Array, w2: jax.Array, n_patches: int) -> jax.Array:
     """``max_points max_r mean_patches a^r_j / D^{t(ji) r}_i`` for ``a`` (n, P, F): (F, c)."""
-    pp, pm, mp, mm = _inv_denominators(a, w2)
+    pp, pm, mp, mm = _inv_denominators(a, w2, jnp.any(a < 0))
     hi = jax.lax.Precision.HIGHEST
     pos_w = (w2 > 0)[None]
     out = []
