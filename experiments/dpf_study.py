@@ -40,6 +40,8 @@ _METHODS = flags.DEFINE_string("methods", "", "Comma-separated methods (default:
 _OUT = flags.DEFINE_string("out", "results/dpf_cpu.json", "Results JSON (appended to).")
 _WORKROOT = flags.DEFINE_string("workroot", "runs/dpf_study", "Run directories (deleted after each run).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the table and plots from --out.")
+_LR = flags.DEFINE_float("lr", 0.0, "Peak learning rate of every method (0: the config's); stored as "
+                         "'lr' in each record. Use a separate --out: the run key does not include it.")
 _TRAIN_LIMIT = flags.DEFINE_integer("train_limit", 0, "Use only this many training examples (0: all).")
 _RUN_ONLY = flags.DEFINE_bool("run_only", False, "Run the grid, write no report (parallel seed workers).")
 _MERGE = flags.DEFINE_list("merge", [], "Partial JSON files merged into --out before the report.")
@@ -65,6 +67,7 @@ def run_grid(out: pathlib.Path) -> None:
     jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(_WORKROOT.value) / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     from jaxprune.pipelines.dpf import train_method
+    from jaxprune.train import TrainingDiverged
 
     module, methods, targets = GRIDS[_GRID.value]
     get_config = importlib.import_module(module).get_config
@@ -91,6 +94,8 @@ def run_grid(out: pathlib.Path) -> None:
         if _EPOCHS.value:
             config.train.epochs = _EPOCHS.value
         config.data.train_limit = _TRAIN_LIMIT.value
+        if _LR.value:
+            config.train.lr = _LR.value
         if dataset is None:
             dataset, _ = setup(config)
             dataset_seed = seed
@@ -101,16 +106,39 @@ def run_grid(out: pathlib.Path) -> None:
         workdir = pathlib.Path(_WORKROOT.value) / f"{model}_{method}_{target}_{seed}"
         shutil.rmtree(workdir, ignore_errors=True)
         tic = time.perf_counter()
-        record = train_method(config, workdir, method, dataset=dataset).record
+        try:
+            record = train_method(config, workdir, method, dataset=dataset).record
+        except TrainingDiverged as err:
+            record = diverged_record(config, method, dataset, workdir, err, time.perf_counter() - tic)
+        record["lr"] = float(config.train.lr)
         if timing_index >= 0:
             record["timing_index"] = timing_index
         records.append(record)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(records, indent=1) + "\n")
         shutil.rmtree(workdir, ignore_errors=True)
-        print(f"{model} {method:12s} s={target:.2f} seed={seed}: test acc {record['test_acc']:.4f} "
-              f"sparsity {record['sparsity_prunable']:.4f} wall {record['wall_s']:.1f}s "
-              f"({time.perf_counter() - tic:.1f}s)", flush=True)
+        outcome = (f"DIVERGED at step {record['diverged_step']}" if record.get("diverged") else
+                   f"test acc {record['test_acc']:.4f} sparsity {record['sparsity_prunable']:.4f}")
+        print(f"{model} {method:12s} s={target:.2f} seed={seed}: {outcome} wall {record['wall_s']:.1f}s",
+              flush=True)
+
+
+def diverged_record(config, method: str, dataset, workdir: pathlib.Path, err, wall_s: float) -> dict:
+    """The record of a run stopped by :class:`TrainingDiverged`: where it diverged
+    and its per-epoch rows up to there; ``test_acc`` is None (the report leaves it
+    out of the means and counts it)."""
+    from jaxprune.train import read_metrics
+
+    history = [row for phase in ("dense", "train", "finetune") if (workdir / phase).exists()
+               for row in read_metrics(workdir / phase, "epoch")]
+    return dict(
+        method_id=method, method=LABELS[method], model=config.model.name, dataset=config.data.name,
+        train_examples=len(dataset.train.y), seed=int(config.seed),
+        target_sparsity=0.0 if method == "dense" else float(config.method.target_sparsity),
+        epochs=int(config.train.epochs), test_acc=None, diverged=True, diverged_step=err.step,
+        diverged_epoch=err.epoch, diverged_loss=str(err.loss), diverged_lr=err.lr, history=history,
+        wall_s=wall_s,
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -125,6 +153,22 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
+def _finished(runs: list[dict]) -> list[dict]:
+    """The runs that did not diverge (a diverged run has no test accuracy)."""
+    return [r for r in runs if not r.get("diverged")]
+
+
+def _acc_cell(runs: list[dict]) -> str:
+    """``mean +- std (n=k)`` of the test accuracy (%) over finished runs, naming
+    the diverged ones."""
+    ok, bad = _finished(runs), len(runs) - len(_finished(runs))
+    diverged = f"; {bad} diverged" if bad else ""
+    if not ok:
+        return f"all {bad} diverged"
+    mu, sd = _mean_std([100 * r["test_acc"] for r in ok])
+    return f"{mu:.2f} +- {sd:.2f} (n={len(ok)}{diverged})"
+
+
 def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
     """Records by ``(model, method_id, target_sparsity)``."""
     out: dict[tuple, list[dict]] = {}
@@ -137,19 +181,19 @@ def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
 
 def table(records: list[dict]) -> list[str]:
     """Markdown rows like the paper's Table 2: test accuracy (%) mean +- std over
-    seeds per model, target and method, with the reached sparsities."""
+    seeds per model, target and method (diverged runs counted, not averaged),
+    with the reached sparsities."""
     lines = []
     groups = _groups(records)
     for model in sorted({r["model"] for r in records}):
         dense = groups.get((model, "dense", 0.0), [])
         targets = sorted({t for (mo, me, t) in groups if mo == model and me != "dense"})
         methods = [m for m in ORDER[1:] if any((model, m, t) in groups for t in targets)]
-        d = _mean_std([100 * r["test_acc"] for r in dense]) if dense else None
         dataset = next(r["dataset"] for r in records if r["model"] == model)
         lines += [f"### {model} on {dataset}", ""]
-        if d:
+        if dense:
             wall = _mean_std([r["wall_s"] for r in dense])[0]
-            lines += [f"Dense: {d[0]:.2f} +- {d[1]:.2f} (n={len(dense)}, wall {wall:.0f} s)", ""]
+            lines += [f"Dense: {_acc_cell(dense)}, wall {wall:.0f} s", ""]
         lines.append("| target | " + " | ".join(LABELS[m] for m in methods) + " | reached (prunable / all) |")
         lines.append("|---" * (len(methods) + 2) + "|")
         for t in targets:
@@ -159,9 +203,9 @@ def table(records: list[dict]) -> list[str]:
                 if not g:
                     cells.append("-")
                     continue
-                mu, sd = _mean_std([100 * r["test_acc"] for r in g])
-                cells.append(f"{mu:.2f} +- {sd:.2f} (n={len(g)})")
-                if m == "dpf":
+                cells.append(_acc_cell(g))
+                g = _finished(g)
+                if m == "dpf" and g:
                     reached = (f"{_mean_std([r['sparsity_prunable'] for r in g])[0]:.4f} / "
                                f"{_mean_std([r['sparsity_all'] for r in g])[0]:.4f}")
             lines.append(f"| {t:.2f} | " + " | ".join(cells) + f" | {reached} |")
@@ -175,28 +219,40 @@ def claim_check(records: list[dict]) -> list[str]:
     lines = ["Claim: at 0.95 and above, DPF >= Incremental and DPF >= One-shot+FT in mean test accuracy at "
              "equal epochs, and DPF's wall-time overhead over Dense is small.", ""]
     lines += ["| model | target | DPF - Incremental (pp) | DPF - One-shot+FT (pp) "
-              "| DPF wall / Dense wall (grid, load-confounded) | holds |", "|---|---|---|---|---|---|"]
-    verdict: dict[str, list[tuple[float, float]]] = {"inc": [], "os": []}
+              "| DPF wall / Dense wall (grid, load-confounded) | holds | diverged runs (left out) |",
+              "|---|---|---|---|---|---|---|"]
+    verdict: dict[str, list[tuple]] = {"inc": [], "os": [], "dpf_diverged": []}
     for model in sorted({r["model"] for r in records}):
         dense = groups.get((model, "dense", 0.0), [])
-        dense_wall = _mean_std([r["wall_s"] for r in dense])[0] if dense else float("nan")
+        dense_wall = _mean_std([r["wall_s"] for r in _finished(dense)])[0] if dense else float("nan")
         for t in sorted({t for (mo, me, t) in groups if mo == model and me == "dpf"}):
-            acc = {m: _mean_std([100 * r["test_acc"] for r in groups[(model, m, t)]])[0]
-                   for m in ("dpf", "incremental", "one_shot_ft") if (model, m, t) in groups}
-            wall = _mean_std([r["wall_s"] for r in groups[(model, "dpf", t)]])[0] / dense_wall
-            d_inc = acc["dpf"] - acc["incremental"] if "incremental" in acc else float("nan")
-            d_os = acc["dpf"] - acc["one_shot_ft"] if "one_shot_ft" in acc else float("nan")
+            runs = {m: groups[(model, m, t)] for m in ("dpf", "incremental", "one_shot_ft")
+                    if (model, m, t) in groups}
+            acc = {m: _mean_std([100 * r["test_acc"] for r in _finished(g)])[0]
+                   for m, g in runs.items() if _finished(g)}
+            diverged = ", ".join(f"{LABELS[m]} {len(g) - len(_finished(g))}/{len(g)}"
+                                 for m, g in runs.items() if len(_finished(g)) < len(g)) or "none"
+            dpf_done = _finished(runs["dpf"])
+            wall = (_mean_std([r["wall_s"] for r in dpf_done])[0] if dpf_done else float("nan")) / dense_wall
+            d_inc = acc.get("dpf", float("nan")) - acc.get("incremental", float("nan"))
+            d_os = acc.get("dpf", float("nan")) - acc.get("one_shot_ft", float("nan"))
             scope = t >= 0.95
             holds = "n/a (< 0.95)" if not scope else ("yes" if d_inc >= 0 and d_os >= 0 else "NO")
-            lines.append(f"| {model} | {t:.2f} | {d_inc:+.2f} | {d_os:+.2f} | {wall:.2f} | {holds} |")
+            lines.append(f"| {model} | {t:.2f} | {d_inc:+.2f} | {d_os:+.2f} | {wall:.2f} | {holds} "
+                         f"| {diverged} |")
             if scope:
                 verdict["inc"].append((t, d_inc))
                 verdict["os"].append((t, d_os))
+                verdict["dpf_diverged"].append((t, len(runs["dpf"]) - len(dpf_done), len(runs["dpf"])))
     lines.append("")
     for part, name in (("inc", "Incremental"), ("os", "One-shot+FT")):
         fails = [f"{t:.2f} ({d:+.2f} pp)" for t, d in verdict[part] if not d >= 0]
         lines.append(f"- DPF >= {name} at >= 0.95: " + (f"FAILS at {', '.join(fails)}." if fails else
                                                          f"holds at all {len(verdict[part])} targets."))
+    diverged_at = [f"{k}/{n} runs at {t:.2f}" for t, k, n in verdict["dpf_diverged"] if k]
+    if diverged_at:
+        lines.append(f"- DPF diverged (non-finite training loss) in {', '.join(diverged_at)}; those runs are "
+                     "left out of the means above (a difference is nan where no DPF run finished).")
     lines.append("")
     timing = [r for r in records if r.get("timing_index", -1) >= 0]
     if timing:
@@ -223,7 +279,7 @@ def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[
     import matplotlib.pyplot as plt
     import numpy as np
 
-    groups = _groups(records)
+    groups = _groups(_finished(records))
     paths = []
     for model in sorted({r["model"] for r in records}):
         prefix = stem if model == "lenet300" else f"{stem}_{model}"

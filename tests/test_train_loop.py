@@ -9,7 +9,16 @@ import pytest
 import scipy.special
 
 from configs.common import base_config
-from jaxprune.train import FunctionHook, Hook, MetricsWriter, Trainer, get_model, load_dataset, read_metrics
+from jaxprune.train import (
+    FunctionHook,
+    Hook,
+    MetricsWriter,
+    Trainer,
+    TrainingDiverged,
+    get_model,
+    load_dataset,
+    read_metrics,
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +134,32 @@ def test_metrics_writer_resume_drops_redone_steps(tmp_path):
     assert rows[0]["n"] == 3 and isinstance(rows[0]["n"], int)
     MetricsWriter(tmp_path, tensorboard=False)  # a fresh (non-resumed) run starts a new file
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_fit_stops_at_the_first_non_finite_window(digits, tmp_path):
+    """NaN params injected after step 7: the window ending at step 10 (log_every
+    5) has a NaN mean loss, so fit raises there, after logging the row and
+    before checkpointing; the latest checkpoint (step 5) precedes the NaN."""
+
+    def poison(tr, st):
+        return st.replace(params=jax.tree.map(lambda p: p * np.nan, st.params))
+
+    model = get_model("mlp", digits.num_outputs, hidden=(16,))
+    hook = FunctionHook(periodic=poison, every_n_steps=7)
+    cfg = _cfg(checkpoint_every=5, schedule="constant")
+    trainer = Trainer(model, digits, cfg, hooks=[hook], workdir=tmp_path, seed=0)
+    message = r"loss is nan .* step 10 \(epoch 0, lr 0\.05\); lower train\.lr"
+    with pytest.raises(TrainingDiverged, match=message) as err:
+        trainer.fit(progress=False)
+    assert (err.value.step, err.value.epoch) == (10, 0) and err.value.lr == pytest.approx(0.05)
+    assert np.isnan(err.value.loss)
+    assert isinstance(err.value, FloatingPointError)
+    rows = read_metrics(tmp_path, "train")
+    assert [(r["step"], np.isnan(r["loss"])) for r in rows] == [(5, False), (10, True)]
+    assert trainer.checkpointer().latest_step() == 5
+
+
+def test_fit_raises_when_a_too_large_lr_blows_up(digits):
+    trainer = Trainer(get_model("mlp", digits.num_outputs, hidden=(16,)), digits, _cfg(lr=1e6, momentum=0.9))
+    with pytest.raises(TrainingDiverged, match="training diverged"):
+        trainer.fit(progress=False)

@@ -20,7 +20,7 @@ from jaxprune.train.data import (
     load_dataset,
     num_batches,
 )
-from jaxprune.train.loop import FunctionHook, Hook, Trainer, evaluate
+from jaxprune.train.loop import FunctionHook, Hook, Trainer, TrainingDiverged, evaluate
 from jaxprune.train.mesh import (
     batch_sharding,
     initialize_distributed,
@@ -54,6 +54,7 @@ __all__ = [
     "Split",
     "TrainState",
     "Trainer",
+    "TrainingDiverged",
     "augment_cifar",
     "batch_sharding",
     "create_train_state",

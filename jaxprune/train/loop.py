@@ -36,6 +36,23 @@ PyTree = Any
 HookResult = TrainState | None
 
 
+class TrainingDiverged(FloatingPointError):
+    """The mean training loss of a logging window is NaN or infinite.
+
+    Raised by :meth:`Trainer.fit` at the first logging window (every
+    ``train.log_every`` steps, and at each epoch end) whose loss is not finite:
+    the run stops instead of finishing at chance. The latest checkpoint (if any)
+    precedes the divergence. Attributes: ``step`` (global step at the end of the
+    window), ``epoch`` (0-based), ``loss`` (the window's mean loss), ``lr``."""
+
+    def __init__(self, step: int, epoch: int, loss: float, lr: float):
+        self.step, self.epoch, self.loss, self.lr = step, epoch, loss, lr
+        super().__init__(
+            f"training diverged: mean train loss is {loss} in the window ending at step {step} "
+            f"(epoch {epoch}, lr {lr:.4g}); lower train.lr, add warm-up, or set train.clip_norm > 0"
+        )
+
+
 def evaluate(state: TrainState, eval_step: Callable, split: Split, batch_size: int, mesh: Mesh) -> dict:
     """Exact metrics of ``split`` (padded batches carry weight 0): classification
     ``{"loss": mean cross-entropy, "accuracy"}``, regression ``{"loss": MSE,
@@ -270,7 +287,10 @@ class Trainer:
         (same data order, same per-step randomness); the restored ``extra`` and
         ``meta`` land in ``self.resumed_extra`` / ``self.resumed_meta``.
         ``progress``: show a tqdm bar (default: when stderr is a TTY). The given
-        ``state`` is not consumed (fit works on a copy)."""
+        ``state`` is not consumed (fit works on a copy). Raises
+        :class:`TrainingDiverged` at the first logging window whose mean train
+        loss is NaN or infinite (checked on the host-side window means, so it
+        adds no device sync)."""
         # The steps donate their input state; copying once here keeps the caller's
         # arrays (e.g. params shared with a mask or a rewinding point) valid.
         state = self.init_state() if state is None else fresh_copy(state)
@@ -330,14 +350,14 @@ class Trainer:
                     window.append(metrics)
                     bar.update(1)
                     if step % log_every == 0:
-                        row = self._log_window(writer, step, window, sparsity(self.forward(state)))
+                        row = self._log_window(writer, step, epoch, window, sparsity(self.forward(state)))
                         epoch_metrics.append(row)
                         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "_n"})
                         window = []
                     if ckpt_every and step % ckpt_every == 0 and b + 1 < self.steps_per_epoch:
                         save(step, epoch, b + 1)
                 if window:
-                    epoch_metrics.append(self._log_window(writer, step, window, None))
+                    epoch_metrics.append(self._log_window(writer, step, epoch, window, None))
                     window = []
                 logs = self._end_epoch(state, step, epoch, epoch_metrics, sparsity, writer)
                 state = self._run_hooks(state, "end_of_epoch", epoch, logs)
@@ -352,8 +372,12 @@ class Trainer:
                 ckpt.close()
         return state
 
-    def _log_window(self, writer, step: int, window: list[dict], sparsity: jax.Array | None) -> dict:
-        """Mean of the window's step metrics (one host transfer); logged as ``train``."""
+    def _log_window(
+        self, writer, step: int, epoch: int, window: list[dict], sparsity: jax.Array | None
+    ) -> dict:
+        """Mean of the window's step metrics (one host transfer); logged as
+        ``train``. Raises :class:`TrainingDiverged` (after logging the row) when
+        the mean loss is not finite."""
         host = jax.device_get(window)
         row = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         row["_n"] = len(host)
@@ -362,6 +386,8 @@ class Trainer:
         row["lr"] = float(self._lr(max(step - 1, 0)))
         if writer is not None:
             writer.write(step, "train", {k: v for k, v in row.items() if k != "_n"})
+        if not math.isfinite(row["loss"]):
+            raise TrainingDiverged(step, epoch, row["loss"], row["lr"])
         return row
 
     def _end_epoch(self, state, step, epoch, epoch_metrics, sparsity, writer) -> dict:

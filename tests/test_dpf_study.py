@@ -1,0 +1,50 @@
+"""The DPF study's handling of diverged runs: a run whose loss goes non-finite
+is recorded as diverged (where, and its epochs so far) instead of a chance-level
+accuracy, and the report counts it without averaging it in."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments import dpf_study
+from jaxprune.pipelines import setup
+from jaxprune.pipelines.dpf import train_method
+from jaxprune.train import TrainingDiverged
+from tests.test_pipeline_dpf import _config
+
+
+def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
+    config = _config("dpf")
+    config.train.lr = 1e6
+    config.train.epochs = 3
+    dataset, _ = setup(config)
+    with pytest.raises(TrainingDiverged) as err:
+        train_method(config, tmp_path, "dpf", dataset=dataset)
+    record = dpf_study.diverged_record(config, "dpf", dataset, tmp_path, err.value, 1.5)
+    assert record["diverged"] and record["test_acc"] is None
+    assert (record["diverged_step"], record["diverged_epoch"]) == (err.value.step, err.value.epoch)
+    assert record["diverged_loss"] in ("nan", "inf")
+    # One epoch row per epoch finished before the divergence (log_every=1, 2 steps per epoch).
+    assert len(record["history"]) == (err.value.step - 1) // 2
+    assert dpf_study._key(record) == ("mlp", "dpf", 0.8, 0, 3, -1)
+
+
+def _run(method: str, target: float, seed: int, acc: float | None) -> dict:
+    r = dict(model="lenet300", dataset="fashion_mnist", method_id=method, target_sparsity=target, seed=seed,
+             epochs=60, train_examples=54000, wall_s=100.0, sparsity_prunable=target, sparsity_all=target)
+    return {**r, "test_acc": None, "diverged": True} if acc is None else {**r, "test_acc": acc}
+
+
+def test_report_counts_diverged_runs_and_leaves_them_out_of_the_means():
+    records = [_run("dense", 0.0, s, 0.90) for s in (0, 1, 2)]
+    records += [_run("dpf", 0.99, 0, 0.88), _run("dpf", 0.99, 1, None), _run("dpf", 0.99, 2, 0.86)]
+    records += [_run("incremental", 0.99, s, 0.88 + 0.01 * s) for s in (0, 1, 2)]
+    records += [_run("one_shot_ft", 0.99, s, 0.85) for s in (0, 1, 2)]
+    records += [_run("dpf", 0.98, s, None) for s in (0, 1)] + [_run("incremental", 0.98, 0, 0.8)]
+    table = "\n".join(dpf_study.table(records))
+    assert "| 0.99 | 87.00 +- 1.41 (n=2; 1 diverged) | 89.00 +- 1.00 (n=3) | 85.00 +- 0.00 (n=3) |" in table
+    assert "| 0.98 | all 2 diverged | 80.00 +- 0.00 (n=1) | - |" in table
+    claim = "\n".join(dpf_study.claim_check(records))
+    assert "| lenet300 | 0.99 | -2.00 | +2.00 | 1.00 | NO | DPF 1/3 |" in claim
+    assert "| lenet300 | 0.98 | +nan | +nan | nan | NO | DPF 2/2 |" in claim
+    assert "DPF diverged (non-finite training loss) in 2/2 runs at 0.98, 1/3 runs at 0.99" in claim
