@@ -12,9 +12,9 @@ new mask against the other steps of the period.
 
     python -m experiments.dpf_divergence --seeds 0,1 --target 0.99    # ~3 min on 2 CPU cores
 
-Writes ``<out>.json`` (per mask update; config included), ``<out>.md`` and
-``<out>.png``. A run stopped by :class:`jaxprune.train.TrainingDiverged` is
-recorded up to its last step.
+Writes ``<out>.json`` (per mask update; config included), ``<out>.md`` (with
+the text of ``<out>.note.txt`` if present) and ``<out>.png``. A run stopped by
+:class:`jaxprune.train.TrainingDiverged` is recorded up to its last step.
 """
 
 from __future__ import annotations
@@ -152,8 +152,9 @@ def report(results: list[dict], out: pathlib.Path) -> None:
              "with the new mask / mean loss of the other steps of its period.", "",
              "Rows stop at the first update whose period has a loss above 10 (the blow-up); 'drift': the "
              "largest pruned |w| between two updates / the largest kept |w| then.", "",
-             "| seed | outcome | updates | median spike | spikes > 3x | max spike | re-entry ratio > 1 "
-             "| max re-entry ratio | max drift | blow-up: first update t |", "|---" * 10 + "|"]
+             "| seed | outcome | updates before blow-up | median spike | spikes > 3x | max spike "
+             "| max re-entry ratio | max drift | blow-up: first update t | its re-entry ratio |",
+             "|---" * 10 + "|"]
     for r in results:
         u = r["updates"]
         calm = [x["loss_first"] <= 10 and x["loss_rest"] <= 10 for x in u]  # False for nan as well
@@ -164,22 +165,32 @@ def report(results: list[dict], out: pathlib.Path) -> None:
         drift = np.array([x["pruned_max_between"] / x["kept_max_between"] for x in u])
         outcome = (f"diverged (stopped at step {r['diverged_step']})" if r["diverged"] else
                    f"finished, test acc {100 * r['test_acc']:.2f}%")
-        start = str(u[-1]["step"] + r["update_every"]) if blowup < len(r["updates"]) else "-"
+        first = r["updates"][blowup] if blowup < len(r["updates"]) else None
+        start, start_ratio = ("-", "-") if first is None else (
+            first["step"], f"{first['in_max'] / first['kept_max']:.2f}")
         lines.append(f"| {r['seed']} | {outcome} | {len(u)} | {np.median(spike):.2f} "
-                     f"| {int(np.sum(spike > 3))} | {spike.max():.2f} | {int(np.sum(ratio > 1))} "
-                     f"| {ratio.max():.2f} | {drift.max():.2f} | {start} |")
-        u, label = r["updates"], f"seed {r['seed']}"
+                     f"| {int(np.sum(spike > 3))} | {spike.max():.2f} "
+                     f"| {ratio.max():.2f} | {drift.max():.2f} | {start} | {start_ratio} |")
+        # Finished runs in grey (labelled once), diverged runs in colour.
+        grey = not r["diverged"]
+        first_grey = grey and r is next(x for x in results if not x["diverged"])
+        label = (f"seed {r['seed']} (diverged)" if not grey else
+                 f"{sum(not x['diverged'] for x in results)} finished runs" if first_grey else None)
+        u, order = r["updates"], 1 if grey else 3
         steps = [x["step"] for x in u]
-        axes[0].semilogy(steps, [x["loss_first"] for x in u], ".", ms=2, label=f"{label}: first step")
-        axes[0].semilogy(steps, [x["loss_rest"] for x in u], "-", lw=0.8, label=f"{label}: rest")
+        axes[0].semilogy(steps, [x["loss_first"] for x in u], ".", ms=1.5, color="0.7" if grey else "C3",
+                         label=label and f"{label}: first step with a new mask", zorder=order)
+        axes[0].semilogy(steps, [x["loss_rest"] for x in u], "-", lw=0.6, color="0.3" if grey else "C0",
+                         label=label and f"{label}: rest of the period", zorder=order + 1)
         drift = [x["pruned_max_between"] / x["kept_max_between"] for x in u]
-        axes[1].semilogy(steps, drift, lw=0.8, label=label)
+        axes[1].semilogy(steps, drift, lw=0.6, color="0.6" if grey else "C3", label=label, zorder=order)
         if r["diverged"]:  # the onset: per-step loss from 64 steps before the blow-up
             last = np.asarray(r["last_steps_loss"])
             x0 = r["n_steps"] - len(last)
             first = max(x0, int(start) - 64) if start != "-" else x0
             shown = slice(first - x0, min(len(last), first - x0 + 160))
-            axes[2].semilogy(np.arange(x0, r["n_steps"])[shown] + 1, last[shown], lw=0.8, label=label)
+            axes[2].semilogy(np.arange(x0, r["n_steps"])[shown] + 1, last[shown], lw=0.8, color="C3",
+                             label=f"seed {r['seed']}")
             for t in range(first + (-first) % r["update_every"], first + 160, r["update_every"]):
                 axes[2].axvline(t + 2, color="grey", lw=0.4)  # update t's mask: 1-based step t + 2
     axes[0].set(xlabel="step", ylabel="train loss", title="loss after each mask update", ylim=(1e-2, 1e3))
@@ -192,7 +203,9 @@ def report(results: list[dict], out: pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
     plt.close(fig)
-    lines += ["", f"![dynamics]({out.with_suffix('.png').name})", ""]
+    note = out.with_suffix(".note.txt")  # findings written after reading the numbers
+    lines += ["", *([note.read_text().strip(), ""] if note.exists() else []),
+              f"![dynamics]({out.with_suffix('.png').name})", ""]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
