@@ -48,3 +48,10 @@ def test_report_counts_diverged_runs_and_leaves_them_out_of_the_means():
     assert "| lenet300 | 0.99 | -2.00 | +2.00 | 1.00 | NO | DPF 1/3 |" in claim
     assert "| lenet300 | 0.98 | +nan | +nan | nan | NO | DPF 2/2 |" in claim
     assert "DPF diverged (non-finite training loss) in 2/2 runs at 0.98, 1/3 runs at 0.99" in claim
+
+
+def test_claim_check_skips_a_baseline_that_was_not_run():
+    records = [_run("dpf", 0.99, s, 0.87) for s in (0, 1)] + [_run("incremental", 0.99, s, 0.88) for s in (0, 1)]
+    claim = "\n".join(dpf_study.claim_check(records))
+    assert "- DPF >= Incremental at >= 0.95: FAILS at 0.99 (-1.00 pp)." in claim
+    assert "- DPF >= One-shot+FT at >= 0.95: not tested (One-shot+FT not run)." in claim
