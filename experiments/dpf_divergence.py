@@ -128,7 +128,8 @@ def run(seed: int, target: float, lr: float, workdir: pathlib.Path) -> dict:
                         "loss_first": float(period[0]), "loss_rest": float(np.mean(period[1:])),
                         "pruned_max_between": float(max(x["pruned_max"] for x in between)),
                         "kept_max_between": float(max(x["kept_max"] for x in between))})
-    outcome["updates"] = updates
+    # Stored as columns (a compact JSON); none if the run blew up before its second update.
+    outcome["updates"] = {k: [row[k] for row in updates] for k in (updates[0] if updates else ())}
     outcome["last_steps_loss"] = [float(x) for x in losses[-200:]]
     outcome["n_steps"] = len(losses)
     return outcome
@@ -156,6 +157,8 @@ def report(results: list[dict], out: pathlib.Path) -> None:
              "| max re-entry ratio | max drift | blow-up: first update t | its re-entry ratio |",
              "|---" * 10 + "|"]
     for r in results:
+        columns = r["updates"]
+        r["updates"] = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
         u = r["updates"]
         calm = [x["loss_first"] <= 10 and x["loss_rest"] <= 10 for x in u]  # False for nan as well
         blowup = calm.index(False) if False in calm else len(u)
@@ -168,9 +171,10 @@ def report(results: list[dict], out: pathlib.Path) -> None:
         first = r["updates"][blowup] if blowup < len(r["updates"]) else None
         start, start_ratio = ("-", "-") if first is None else (
             first["step"], f"{first['in_max'] / first['kept_max']:.2f}")
-        lines.append(f"| {r['seed']} | {outcome} | {len(u)} | {np.median(spike):.2f} "
-                     f"| {int(np.sum(spike > 3))} | {spike.max():.2f} "
-                     f"| {ratio.max():.2f} | {drift.max():.2f} | {start} | {start_ratio} |")
+        top = lambda a, f=np.max: f(a) if a.size else float("nan")  # nan: blow-up before any calm update
+        lines.append(f"| {r['seed']} | {outcome} | {len(u)} | {top(spike, np.median):.2f} "
+                     f"| {int(np.sum(spike > 3))} | {top(spike):.2f} "
+                     f"| {top(ratio):.2f} | {top(drift):.2f} | {start} | {start_ratio} |")
         # Finished runs in grey (labelled once), diverged runs in colour.
         grey = not r["diverged"]
         first_grey = grey and r is next(x for x in results if not x["diverged"])
@@ -210,6 +214,17 @@ def report(results: list[dict], out: pathlib.Path) -> None:
     print("\n".join(lines))
 
 
+def _rounded(tree, digits: int = 5):
+    """``tree`` (JSON-like) with floats rounded to ``digits`` significant digits."""
+    if isinstance(tree, float):
+        return float(f"{tree:.{digits}g}")
+    if isinstance(tree, dict):
+        return {k: _rounded(v, digits) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_rounded(v, digits) for v in tree]
+    return tree
+
+
 def main() -> None:
     args = _args()
     os.environ.setdefault("JAXPRUNE_DATA_DIR", str(ROOT.parent / "shared" / "data"))
@@ -218,7 +233,8 @@ def main() -> None:
         results = [run(int(s), args.target, args.lr, pathlib.Path(args.workroot) / f"seed{s}")
                    for s in args.seeds.split(",")]
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps({"command_args": vars(args), "runs": results}) + "\n")
+        record = {"command_args": vars(args), "runs": results}
+        out.with_suffix(".json").write_text(json.dumps(_rounded(record)) + "\n")
     report(json.loads(out.with_suffix(".json").read_text())["runs"], out)
 
 

@@ -4,13 +4,14 @@ accuracy, and the report counts it without averaging it in."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from experiments import dpf_study
 from jaxprune.pipelines import setup
 from jaxprune.pipelines.dpf import train_method
 from jaxprune.train import TrainingDiverged
-from tests.test_pipeline_dpf import _config
+from tests.test_pipeline_dpf import STEPS_PER_EPOCH, _config
 
 
 def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
@@ -51,7 +52,40 @@ def test_report_counts_diverged_runs_and_leaves_them_out_of_the_means():
 
 
 def test_claim_check_skips_a_baseline_that_was_not_run():
-    records = [_run("dpf", 0.99, s, 0.87) for s in (0, 1)] + [_run("incremental", 0.99, s, 0.88) for s in (0, 1)]
+    records = [_run(m, 0.99, s, acc) for m, acc in (("dpf", 0.87), ("incremental", 0.88)) for s in (0, 1)]
     claim = "\n".join(dpf_study.claim_check(records))
     assert "- DPF >= Incremental at >= 0.95: FAILS at 0.99 (-1.00 pp)." in claim
     assert "- DPF >= One-shot+FT at >= 0.95: not tested (One-shot+FT not run)." in claim
+
+
+def test_divergence_probe_records_mask_updates_and_reports(tmp_path, monkeypatch):
+    """experiments.dpf_divergence on a tiny DPF run (mask every 2 steps) and on
+    one that blows up at once: per-update rows, then the report's table."""
+    import json
+
+    import configs.dpf_lenet300_fmnist as lenet_config
+    from experiments import dpf_divergence
+
+    def tiny(arg):
+        config = _config("dpf")
+        config.method.target_sparsity = float(arg.split(",")[1])
+        config.method.update_every = 2
+        config.train.epochs = 5
+        return config
+
+    monkeypatch.setattr(lenet_config, "get_config", tiny)
+    calm = dpf_divergence.run(0, 0.8, 0.0, tmp_path / "calm")
+    wild = dpf_divergence.run(0, 0.8, 1e6, tmp_path / "wild")
+    assert not calm["diverged"] and wild["diverged"]
+    n_steps = calm["n_steps"]
+    assert n_steps == 5 * STEPS_PER_EPOCH
+    assert calm["updates"]["step"] == list(range(2, n_steps - 2, 2))
+    kept, pruned = np.array(calm["updates"]["kept_max"]), np.array(calm["updates"]["pruned_max"])
+    assert np.all(kept > 0) and np.all(pruned <= kept)  # right after an update the largest |w| are kept
+    out = tmp_path / "report"
+    out.with_suffix(".json").write_text(json.dumps(dpf_divergence._rounded({"runs": [calm, wild]})))
+    dpf_divergence.report(json.loads(out.with_suffix(".json").read_text())["runs"], out)
+    table = out.with_suffix(".md").read_text()
+    assert f"| 0 | finished, test acc {100 * calm['test_acc']:.2f}% |" in table
+    assert f"| 0 | diverged (stopped at step {wild['diverged_step']}) |" in table
+    assert out.with_suffix(".png").exists()
