@@ -84,8 +84,9 @@ def test_divergence_probe_records_mask_updates_and_reports(tmp_path, monkeypatch
     assert np.all(kept > 0) and np.all(pruned <= kept)  # right after an update the largest |w| are kept
     out = tmp_path / "report"
     out.with_suffix(".json").write_text(json.dumps(dpf_divergence._rounded({"runs": [calm, wild]})))
-    dpf_divergence.report(json.loads(out.with_suffix(".json").read_text())["runs"], out)
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
+    dpf_divergence.report(runs, out)
     table = out.with_suffix(".md").read_text()
-    assert f"| 0 | finished, test acc {100 * calm['test_acc']:.2f}% |" in table
+    assert f"| 0 | finished, test acc {100 * runs[0]['test_acc']:.2f}% |" in table
     assert f"| 0 | diverged (stopped at step {wild['diverged_step']}) |" in table
     assert out.with_suffix(".png").exists()
