@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 JAXPRUNE_DATA_DIR ?= $(abspath ../shared/data)
 export JAXPRUNE_DATA_DIR
 
-.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu
+.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-099 dpf-divergence dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ dpf-full: $(STAMP)
 	$(PY) -m experiments.dpf_study --timing_pairs 2 --run_only --workroot runs/dpf_timing_full --out runs/conv/timing_full.json
 	$(PY) -m experiments.dpf_study --report_only --out results/dpf_cpu_full.json --merge \
 	  runs/conv/dpf_lenet_full_seed0.json,runs/conv/dpf_lenet_full_seed1.json,runs/conv/dpf_lenet_full_seed2.json,runs/conv/timing_full.json
+
+# DPF vs Incremental at 0.99 with 8 seeds (finished runs in the JSON are skipped): results/dpf_cpu_full_099.*
+dpf-099: $(STAMP)
+	$(PY) -m experiments.dpf_study --seeds 0,1,2,3,4,5,6,7 --methods dpf,incremental --targets 0.99 \
+	  --workroot runs/dpf_099 --out results/dpf_cpu_full_099.json
+
+# Per-step dynamics of DPF 0.99 at its mask updates, 8 seeds (about 12 min): results/dpf_divergence.*
+dpf-divergence: $(STAMP)
+	$(PY) -m experiments.dpf_divergence --seeds 1,0,2,3,4,5,6,7 --target 0.99
 
 # The conv run: ResNet-20 on the CIFAR-10 JPEG copy, 20 epochs, target 0.9 (merged into results/dpf_cpu.*)
 dpf-resnet20: $(STAMP)
