@@ -2,11 +2,13 @@
 
 1. PQ Index over a ResNet-50-shaped pytree (conv kernels HWIO, BN scale/bias
    vectors, final dense; ~25.5M parameters) in the three scopes, as a ratio to
-   one jitted ``sum(|w|)`` pass over the same pytree measured in the same run
-   (both jitted, ``block_until_ready``, median of ``--repeats`` after warm-up).
+   one jitted ``sum(|w|)`` pass over the same pytree. Both are jitted and timed
+   with ``block_until_ready`` after a warm-up, back to back in each of
+   ``--rounds`` rounds; the figure is the median over rounds of the per-round
+   ratio (a ~6 ms baseline alone scatters by +-30% on a shared machine).
 2. ``ap3_student_t`` with 600,000 samples over ~100 dimensions: seconds.
 
-    python -m experiments.benchmarks.bench_measures [--repeats 7]
+    python -m experiments.benchmarks.bench_measures [--rounds 31]
 """
 
 from __future__ import annotations
@@ -48,21 +50,26 @@ def resnet50_params(key: jax.Array) -> dict:
     return {n: 0.05 * jax.random.normal(k, s, jnp.float32) for (n, s), k in items}
 
 
-def median_time(fn: Callable[[], jax.Array], repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def wall(fn: Callable[[], jax.Array]) -> float:
+    """Seconds of one call, to ``block_until_ready``."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def paired_ratio(fn: Callable[[], jax.Array], baseline: Callable[[], jax.Array], rounds: int) -> tuple:
+    """``(median of fn / baseline per round, median fn seconds)``: the two run
+    back to back in every round, after one warm-up (compile) call each."""
+    wall(fn), wall(baseline)
+    pairs = [(wall(fn), wall(baseline)) for _ in range(rounds)]
+    return statistics.median(f / b for f, b in pairs), statistics.median(f for f, _ in pairs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=31)
     args = parser.parse_args()
 
     params = resnet50_params(jax.random.key(0))
@@ -70,18 +77,21 @@ def main() -> None:
     print(f"ResNet-50-shaped pytree: {len(params)} leaves, {size / 1e6:.1f}M params, "
           f"backend {jax.default_backend()}")
     baseline_fn = jax.jit(lambda t: sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(t)))
-    baseline = median_time(lambda: baseline_fn(params), args.repeats)
-    print(f"baseline sum(|w|): {baseline * 1e3:.2f} ms")
+    baseline = lambda: baseline_fn(params)
+    wall(baseline)
+    print(f"baseline sum(|w|): {statistics.median(wall(baseline) for _ in range(args.rounds)) * 1e3:.2f} ms")
     for p, q in SETTINGS:
         for scope in ("global", "layer", "neuron"):
             fn = jax.jit(lambda t, p=p, q=q, scope=scope: measures.pq_index(t, p, q, scope=scope))
-            t = median_time(lambda fn=fn: fn(params), args.repeats)
-            print(f"pq_index p={p} q={q} scope={scope:6s}: {t * 1e3:8.2f} ms  ratio {t / baseline:5.2f}x")
+            ratio, t = paired_ratio(lambda fn=fn: fn(params), baseline, args.rounds)
+            print(f"pq_index p={p} q={q} scope={scope:6s}: {t * 1e3:8.2f} ms  ratio {ratio:5.2f}x")
 
     w = jax.random.normal(jax.random.key(1), (2048, 1000))
     w_pruned = jnp.where(jnp.abs(w) > 0.5, w, 0.0)
     key = jax.random.key(2)
-    t = median_time(lambda: measures.ap3_student_t(w, w_pruned, key=key), max(1, args.repeats // 2))
+    ap3 = lambda: measures.ap3_student_t(w, w_pruned, key=key)
+    wall(ap3)
+    t = statistics.median(wall(ap3) for _ in range(5))
     print(f"ap3_student_t (600,000 samples, 100 dims): {t:.3f} s")
 
 
