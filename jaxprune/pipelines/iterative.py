@@ -167,8 +167,6 @@ def _measures(params: PyTree, mask: PyTree, pq_grid: tuple[tuple[float, float], 
     }
 
 
-
-
 def rewind(template: Any, init_params: PyTree, init_batch_stats: PyTree, mask: PyTree, tx: Any) -> Any:
     """The state a round starts from: ``template`` (a ``TrainState``) with params
     ``m * w_init`` (pruned weights exactly 0, every unmasked leaf such as biases
