@@ -272,7 +272,8 @@ def claim_check(records: list[dict]) -> list[str]:
 
 
 def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[pathlib.Path]:
-    """``<stem>_accuracy.png`` (accuracy vs sparsity per method), ``<stem>_mask_convergence.png``
+    """``<stem>_accuracy.png`` (accuracy vs sparsity per method over the finished runs, diverged
+    runs counted beside the point), ``<stem>_mask_convergence.png``
     (paper's Figure 4, DPF, seed-averaged) and ``<stem>_delta.png`` (delta_t per epoch, Figure 7);
     ``<stem>_<model>_*`` for models other than LeNet-300-100."""
     import matplotlib
@@ -281,7 +282,7 @@ def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[
     import matplotlib.pyplot as plt
     import numpy as np
 
-    groups = _groups(_finished(records))
+    groups, every_run = _groups(_finished(records)), _groups(records)
     paths = []
     for model in sorted({r["model"] for r in records}):
         prefix = stem if model == "lenet300" else f"{stem}_{model}"
@@ -294,8 +295,13 @@ def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[
             if not ts:
                 continue
             stats = [_mean_std([100 * r["test_acc"] for r in groups[(model, m, t)]]) for t in ts]
-            ax.errorbar(ts, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
-                        label=LABELS[m])
+            bars = ax.errorbar(ts, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
+                               label=LABELS[m])
+            for t, (mu, _) in zip(ts, stats, strict=True):  # name the runs left out of a mean
+                n_all, n_ok = len(every_run[(model, m, t)]), len(groups[(model, m, t)])
+                if n_ok < n_all:
+                    ax.annotate(f"{n_all - n_ok}/{n_all} diverged", (t, mu), textcoords="offset points",
+                                xytext=(-8, -14), ha="right", fontsize=7, color=bars[0].get_color())
         ax.set(xlabel="target sparsity (prunable weights)", ylabel="test accuracy (%)", title=model)
         ax.legend(fontsize=8)
         fig.tight_layout()

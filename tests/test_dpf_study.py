@@ -32,11 +32,12 @@ def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
 
 def _run(method: str, target: float, seed: int, acc: float | None) -> dict:
     r = dict(model="lenet300", dataset="fashion_mnist", method_id=method, target_sparsity=target, seed=seed,
-             epochs=60, train_examples=54000, wall_s=100.0, sparsity_prunable=target, sparsity_all=target)
+             epochs=60, train_examples=54000, wall_s=100.0, sparsity_prunable=target, sparsity_all=target,
+             history=[{"delta": 0.1}, {"delta": 0.2}], mask_convergence=[1.0, 0.5, 0.1])
     return {**r, "test_acc": None, "diverged": True} if acc is None else {**r, "test_acc": acc}
 
 
-def test_report_counts_diverged_runs_and_leaves_them_out_of_the_means():
+def test_report_counts_diverged_runs_and_leaves_them_out_of_the_means(tmp_path):
     records = [_run("dense", 0.0, s, 0.90) for s in (0, 1, 2)]
     records += [_run("dpf", 0.99, 0, 0.88), _run("dpf", 0.99, 1, None), _run("dpf", 0.99, 2, 0.86)]
     records += [_run("incremental", 0.99, s, 0.88 + 0.01 * s) for s in (0, 1, 2)]
@@ -49,6 +50,10 @@ def test_report_counts_diverged_runs_and_leaves_them_out_of_the_means():
     assert "| lenet300 | 0.99 | -2.00 | +2.00 | 1.00 | NO | DPF 1/3 |" in claim
     assert "| lenet300 | 0.98 | +nan | +nan | nan | NO | DPF 2/2 |" in claim
     assert "DPF diverged (non-finite training loss) in 2/2 runs at 0.98, 1/3 runs at 0.99" in claim
+    paths = dpf_study.plots(records, tmp_path, stem="dpf_test")
+    assert [p.name for p in paths] == ["dpf_test_accuracy.png", "dpf_test_mask_convergence.png",
+                                       "dpf_test_delta.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
 
 
 def test_claim_check_skips_a_baseline_that_was_not_run():
