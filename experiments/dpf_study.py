@@ -223,8 +223,8 @@ def claim_check(records: list[dict]) -> list[str]:
               "|---|---|---|---|---|---|---|"]
     verdict: dict[str, list[tuple]] = {"inc": [], "os": [], "dpf_diverged": []}
     for model in sorted({r["model"] for r in records}):
-        dense = groups.get((model, "dense", 0.0), [])
-        dense_wall = _mean_std([r["wall_s"] for r in _finished(dense)])[0] if dense else float("nan")
+        dense = _finished(groups.get((model, "dense", 0.0), []))
+        dense_wall = _mean_std([r["wall_s"] for r in dense])[0] if dense else float("nan")
         for t in sorted({t for (mo, me, t) in groups if mo == model and me == "dpf"}):
             runs = {m: groups[(model, m, t)] for m in ("dpf", "incremental", "one_shot_ft")
                     if (model, m, t) in groups}
@@ -340,7 +340,9 @@ def write_report(out: pathlib.Path, note: str = "") -> None:
         rs = [r for r in records if r["model"] == model and r.get("timing_index", -1) < 0]
         epochs = sorted({r["epochs"] for r in rs})
         n_train = sorted({r["train_examples"] for r in rs})
-        lines += [f"Setup ({model} on {rs[0]['dataset']}): {epochs} epochs for every method, "
+        lrs = sorted({r["lr"] for r in rs if "lr" in r})  # stored since the --lr flag exists
+        lr = f"peak lr {lrs}, " if lrs else ""
+        lines += [f"Setup ({model} on {rs[0]['dataset']}): {epochs} epochs for every method, {lr}"
                   f"{n_train} training examples, seeds "
                   f"{sorted({r['seed'] for r in rs})}; test accuracy (%) of the final sparse model, "
                   "mean +- sample std over seeds.", ""]
