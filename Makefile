@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 JAXPRUNE_DATA_DIR ?= $(abspath ../shared/data)
 export JAXPRUNE_DATA_DIR
 
-.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-099 dpf-divergence dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu
+.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-099 dpf-lr005 dpf-divergence dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ dpf-full: $(STAMP)
 dpf-099: $(STAMP)
 	$(PY) -m experiments.dpf_study --seeds 0,1,2,3,4,5,6,7 --methods dpf,incremental --targets 0.99 \
 	  --workroot runs/dpf_099 --out results/dpf_cpu_full_099.json
+
+# The full LeNet grid at peak lr 0.05 instead of 0.1 (3 seeds, ~35 min): results/dpf_cpu_full_lr005.*
+dpf-lr005: $(STAMP)
+	$(PY) -m experiments.dpf_study --lr 0.05 --seeds 0,1,2 --run_only --workroot runs/dpf_lr005 \
+	  --out results/dpf_cpu_full_lr005.json
+	$(PY) -m experiments.dpf_study --report_only --out results/dpf_cpu_full_lr005.json
 
 # Per-step dynamics of DPF 0.99 at its mask updates, 8 seeds (about 12 min): results/dpf_divergence.*
 dpf-divergence: $(STAMP)
