@@ -49,17 +49,12 @@ def _step_stats_fn():
 
     from jaxprune.transforms import get_mask
 
-    def leaves(state, prev):
-        mask = get_mask(state.opt_state)
-        flat = jax.tree.leaves(mask, is_leaf=lambda x: x is None)
-        for m, p, w in zip(flat, jax.tree.leaves(prev, is_leaf=lambda x: x is None),
-                           jax.tree.leaves(state.params), strict=True):
-            if m is not None:
-                yield m, p, jnp.abs(w)
-
     @jax.jit
     def stats(state, prev):
-        rows = list(leaves(state, prev))
+        mask = get_mask(state.opt_state)
+        flat = lambda tree: jax.tree.leaves(tree, is_leaf=lambda x: x is None)
+        rows = [(m, p, jnp.abs(w)) for m, p, w in zip(flat(mask), flat(prev), flat(state.params), strict=True)
+                if m is not None]
         biggest = lambda sel: jnp.max(jnp.stack([jnp.max(jnp.where(s, a, 0.0)) for s, a in sel]))
         new = [(m & ~p, a) for m, p, a in rows]
         out = {
@@ -68,7 +63,7 @@ def _step_stats_fn():
             "kept_max": biggest([(m & p, a) for m, p, a in rows]),
             "pruned_max": biggest([(~m, a) for m, _, a in rows]),
         }
-        return out, jax.tree.map(jnp.copy, get_mask(state.opt_state))
+        return out, jax.tree.map(jnp.copy, mask)
 
     return stats
 
@@ -156,6 +151,7 @@ def report(results: list[dict], out: pathlib.Path) -> None:
              "| seed | outcome | updates before blow-up | median spike | spikes > 3x | max spike "
              "| max re-entry ratio | max drift | blow-up: first update t | its re-entry ratio |",
              "|---" * 10 + "|"]
+    finished = [r for r in results if not r["diverged"]]
     for r in results:
         columns = r["updates"]
         r["updates"] = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
@@ -177,9 +173,8 @@ def report(results: list[dict], out: pathlib.Path) -> None:
                      f"| {top(ratio):.2f} | {top(drift):.2f} | {start} | {start_ratio} |")
         # Finished runs in grey (labelled once), diverged runs in colour.
         grey = not r["diverged"]
-        first_grey = grey and r is next(x for x in results if not x["diverged"])
         label = (f"seed {r['seed']} (diverged)" if not grey else
-                 f"{sum(not x['diverged'] for x in results)} finished runs" if first_grey else None)
+                 f"{len(finished)} finished runs" if r is finished[0] else None)
         u, order = r["updates"], 1 if grey else 3
         steps = [x["step"] for x in u]
         axes[0].semilogy(steps, [x["loss_first"] for x in u], ".", ms=1.5, color="0.7" if grey else "C3",
