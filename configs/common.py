@@ -16,7 +16,8 @@ import ml_collections
 _CHOICES = {
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.schedule": ("constant", "cosine", "multistep"),
-    "data.source": ("auto", "npz", "tfds", "sklearn"),
+    "data.source": ("auto", "npz", "tfds", "sklearn", "folder"),
+    "model.dtype": ("float32", "bfloat16", "auto"),
 }
 _FREE_SECTIONS = ("model.kwargs", "method")
 
@@ -32,10 +33,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = "digits"
     c.data.val_fraction = 0.1
     c.data.source = "auto"
-    c.data.train_limit = 0  # 0 = all training examples
+    c.data.train_limit = 0  # 0 = all training examples (else a seeded random subset)
+    c.data.test_limit = 0  # 0 = all test examples (else the first N: smoke runs)
+    c.data.data_dir = ""  # "" = $JAXPRUNE_DATA_DIR (npz files, image folders) / tfds' default
+    # Streaming (grain): images read lazily, decoded on the host, normalized on the device.
+    c.data.streaming = False
+    c.data.image_size = 224  # side of the train crops and eval center crops (imagenet recipe)
+    c.data.workers = 0  # grain worker processes decoding images (0: threads of this process)
+    c.data.threads = 8  # decoding threads per process (or per worker)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "mlp"
+    c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 | auto (bf16 on GPU/TPU); params stay f32
     c.model.kwargs = ml_collections.ConfigDict()
 
     t = c.train = ml_collections.ConfigDict()
@@ -54,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.clip_norm = 0.0  # 0 = no clipping
     t.schedule = "cosine"
     t.warmup_epochs = 0.0
+    t.warmup_init_lr = 0.0  # lr at the start of the linear warm-up
     t.milestones = (0.5, 0.75)
     t.lr_decay_factor = 0.1
     t.log_every = 50
@@ -78,8 +88,9 @@ def _check_keys(config: ml_collections.ConfigDict, base: ml_collections.ConfigDi
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise ``ValueError`` on a key the base config lacks (a typo in a config
-    file), or on an unknown pipeline / dataset / model / optimizer / schedule
-    name; messages list the valid choices."""
+    file), or on an unknown pipeline / dataset / model / optimizer / schedule /
+    dtype name; messages list the valid choices. Streaming datasets may have any
+    name (a tfds name or an image folder): their loader checks it."""
     from jaxprune.pipelines import PIPELINES
     from jaxprune.train import DATASET_NAMES, MODEL_NAMES
 
@@ -90,6 +101,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "data.name": DATASET_NAMES,
         "model.name": MODEL_NAMES,
     }
+    if config.data.streaming:  # any tfds name or image folder; the loader says where it looked
+        del choices["data.name"]
     for path, valid in choices.items():
         value = config
         for part in path.split("."):

@@ -4,7 +4,10 @@
 - WideResNet-28-{2,4,8} on CIFAR-10: 200 epochs, lr 0.1, wd 5e-4, lr / 5 at 30%, 60%, 80%;
 - VGG16-D on CIFAR-10: 300 epochs, lr 0.2, wd 1e-4, lr / 10 at 50%, 75%;
 - ResNet-50 on ImageNet: 90 epochs, batch 1024, warm-up 0.1 -> 0.4 over 5 epochs,
-  lr / 10 at epochs 30, 60, 80, wd 1e-4.
+  lr / 10 at epochs 30, 60, 80, wd 1e-4 (``configs/dpf_imagenet_resnet50.py``).
+
+Data is streamed (grain): CIFAR-10 from a prepared tensorflow-datasets copy or
+an image folder, never held in memory whole.
 CIFAR batch 128; SGD + Nesterov 0.9 everywhere. Argument ``model,method,target``:
 
     python -m experiments.run --config configs/dpf_paper.py:wrn28_2,dpf,0.95 --workdir runs/x
@@ -16,6 +19,7 @@ the model (e.g. ResNet-20 at 0.9: DPF 90.88 vs dense 92.48); Table 3 (ImageNet)
 """
 
 from configs.dpf_base import study_config
+from configs.dpf_imagenet_resnet50 import imagenet_recipe
 
 _CIFAR = {
     # model: (epochs, lr, weight decay, milestones, decay factor)
@@ -45,14 +49,7 @@ def get_config(arg: str | None = "resnet20,dpf,0.9"):
         config.data.name = "cifar10"
         t.epochs, t.lr, t.weight_decay, t.milestones, t.lr_decay_factor = epochs, lr, wd, milestones, factor
         t.batch_size = 128
+        config.data.streaming = True  # tfds' ArrayRecord copy (or an image folder), read lazily
     else:
-        # Goyal et al.: linear warm-up to 0.4 over 5 epochs (the engine warms up from 0,
-        # not from 0.1), lr / 10 at epochs 30, 60, 80 of 90.
-        config.data.name = "imagenet2012"
-        t.epochs, t.lr, t.weight_decay = 90, 0.4, 1e-4
-        t.milestones, t.lr_decay_factor = (30 / 90, 60 / 90, 80 / 90), 0.1
-        t.warmup_epochs = 5.0
-        t.batch_size = 1024
-        t.eval_batch_size = 1024
-        config.method.snip_batch_size = 1024
+        imagenet_recipe(config)  # configs/dpf_imagenet_resnet50.py
     return config

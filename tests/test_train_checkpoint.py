@@ -8,7 +8,15 @@ import optax
 import pytest
 
 from configs.common import base_config
-from jaxprune.train import Checkpointer, FunctionHook, Trainer, TrainState, get_model, load_dataset
+from jaxprune.train import (
+    Checkpointer,
+    FunctionHook,
+    Trainer,
+    TrainState,
+    get_model,
+    load_dataset,
+    read_metrics,
+)
 
 
 def _state(step):
@@ -91,12 +99,32 @@ def test_fit_resumes_mid_epoch_exactly(tmp_path):
     # One Trainer (compiled once); workdir and hooks are swapped between the runs.
     trainer = Trainer(model, data, cfg, workdir=tmp_path / "a")
     straight = trainer.fit(progress=False)
+    straight_history = trainer.history
     trainer.workdir, trainer.hooks = tmp_path / "b", [FunctionHook(after=stop_at_13)]
     with pytest.raises(Stop):
         trainer.fit(progress=False)
     trainer.hooks = []
     resumed = trainer.fit(resume=True, progress=False)
     assert trainer.steps_per_epoch > 13
-    # Latest checkpoint before the stop: step 10 = epoch 0, next batch 10 (mid-epoch).
-    assert (trainer.resumed_meta["epoch"], trainer.resumed_meta["batch"]) == (0, 10)
+    # Latest checkpoint before the stop: step 10 = epoch 0, next batch 10 (mid-epoch),
+    # between two logging windows (log_every=4): steps 9-10 were pending.
+    data_state = trainer.resumed_meta["data"]
+    assert (data_state["epoch"], data_state["batch"]) == (0, 10)
+    assert len(trainer.resumed_meta["window"]) == 2 and len(trainer.resumed_meta["epoch_rows"]) == 2
     _equal(resumed, straight)
+    # The interrupted epoch's metrics average all its steps, as in the straight run.
+    assert trainer.history == straight_history
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+    assert drop_time(read_metrics(tmp_path / "b")) == drop_time(read_metrics(tmp_path / "a"))
+
+
+def test_resume_refuses_other_data(tmp_path):
+    """A checkpoint's data position means nothing for another batch size: clear error."""
+    data = load_dataset("digits", val_fraction=0.1, seed=0)
+    cfg = base_config().train
+    cfg.update(dict(epochs=1, batch_size=64, lr=0.05, checkpoint_every=3))
+    model = get_model("mlp", data.num_outputs, hidden=(8,))
+    Trainer(model, data, cfg, workdir=tmp_path).fit(progress=False)
+    cfg.batch_size = 32
+    with pytest.raises(ValueError, match=r"cannot resume exactly.*batch_size 64 -> 32"):
+        Trainer(model, data, cfg, workdir=tmp_path).fit(resume=True, progress=False)

@@ -47,6 +47,18 @@ def test_multistep_milestones_are_fractions_of_training():
     assert float(warm(49)) == pytest.approx(0.1) and float(warm(50)) == pytest.approx(0.01)
 
 
+def test_goyal_warmup_from_initial_lr():
+    """DPF Table 3 / Goyal et al.: 0.1 -> 0.4 linearly over 5 epochs, then / 10 at epochs 30, 60, 80 of 90."""
+    c = cfg(schedule="multistep", lr=0.4, warmup_epochs=5, warmup_init_lr=0.1, epochs=90,
+            milestones=(30 / 90, 60 / 90, 80 / 90))
+    sched = make_schedule(c, steps_per_epoch=10)
+    for t in range(50):
+        assert float(sched(t)) == pytest.approx(0.1 + 0.3 * t / 50), t
+    want = {50: 0.4, 299: 0.4, 300: 0.04, 599: 0.04, 600: 0.004, 800: 0.0004, 899: 0.0004}
+    for t, lr in want.items():
+        assert float(sched(t)) == pytest.approx(lr, rel=1e-5), t
+
+
 def test_constant():
     sched = make_schedule(cfg(lr=0.3), 7)
     assert float(sched(0)) == pytest.approx(0.3) and float(sched(69)) == pytest.approx(0.3)

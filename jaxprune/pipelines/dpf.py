@@ -61,8 +61,8 @@ import numpy as np
 from jaxprune import masks
 from jaxprune._validate import check_choice, check_number
 from jaxprune.measures import mask_flips, mask_iou, pruning_quality
-from jaxprune.pipelines import register, setup, write_results
-from jaxprune.train import Hook, Trainer, get_model, iterate_batches, per_example_loss, replicated_sharding
+from jaxprune.pipelines import first_batch, make_model, register, setup, write_results
+from jaxprune.train import Hook, Trainer, per_example_loss, replicated_sharding
 from jaxprune.train.optim import _get
 from jaxprune.train.state import TrainState
 from jaxprune.transforms import default_prunable, dpf, get_mask, masked_update, sparse_params
@@ -350,7 +350,7 @@ def train_method(
     if dataset is None:
         dataset, model = setup(config)
     else:
-        model = get_model(config.model.name, dataset.num_outputs, **dict(config.model.kwargs))
+        model = make_model(config, dataset)
     seed, target, scope = int(config.seed), float(m["target_sparsity"]), m["scope"]
     probe = Trainer(model, dataset, config.train, seed=seed)  # steps per epoch; compiles nothing
     tracker_dir = root / "masks"
@@ -430,7 +430,7 @@ def train_method(
         ft_epochs = 0  # the fine-tuning is part of the equal-epoch budget
     else:  # snip
         init = probe.init_state()
-        batch = next(iterate_batches(dataset.train, int(m["snip_batch_size"]), seed=seed, epoch=0))
+        batch = first_batch(dataset, int(m["snip_batch_size"]), seed=seed)
         mask = snip_mask(model, init, batch, target, default_prunable(init.params), task=dataset.task,
                          scope=scope)
         trainer, tracker = make(config.train, "train", append=[masked_update(mask)],
@@ -451,14 +451,14 @@ def train_method(
         method=m["label"] or LABELS[method] + (" + FT" if ft_epochs else ""),
         model=config.model.name,
         dataset=config.data.name,
-        train_examples=len(dataset.train.y),
+        train_examples=len(dataset.train),
         seed=seed,
         target_sparsity=0.0 if method == "dense" else target,
         epochs=total_epochs,
         finetune_epochs=ft_epochs,
         test_acc=test["accuracy"],
         test_loss=test["loss"],
-        val_acc=trainer.evaluate(state, "val")["accuracy"] if len(dataset.val.y) else None,
+        val_acc=trainer.evaluate(state, "val")["accuracy"] if len(dataset.val) else None,
         sparsity_prunable=1.0 - kept / n_prunable,
         sparsity_all=(n_prunable - kept) / n_all,
         n_params=n_all,

@@ -56,9 +56,9 @@ import numpy as np
 
 from jaxprune import masks, sipp
 from jaxprune._validate import check_choice, check_number
-from jaxprune.pipelines import register, setup, write_results
+from jaxprune.pipelines import first_batch, register, setup, write_results
 from jaxprune.pipelines.iterative import RoundContext, rewind
-from jaxprune.train import Checkpointer, Trainer, iterate_batches, per_example_loss, replicated_sharding
+from jaxprune.train import Checkpointer, Trainer, per_example_loss, replicated_sharding
 from jaxprune.transforms import masked_update
 from jaxprune.tree import PyTree, apply_mask, full_mask, is_none, resolve_prunable
 
@@ -103,11 +103,6 @@ def sensitivity_sample(model: nn.Module, params: PyTree, dataset: Any, *, seed: 
     n = sipp.sample_size(sipp.layer_output_sizes(apply, params, jnp.asarray(x_val[:1])), c=c, delta=delta)
     idx = np.random.default_rng(seed).permutation(len(x_val))[: min(n, len(x_val))]
     return x_val[np.sort(idx)], n
-
-
-def snip_batch(dataset: Any, batch_size: int, *, seed: int) -> dict:
-    """One shuffled training batch ``{"x", "y", "weight"}`` for SNIP's gradient."""
-    return next(iterate_batches(dataset.train, batch_size, seed=seed, epoch=0))
 
 
 @dataclass
@@ -189,7 +184,7 @@ def _context(config: Any, model: nn.Module, dataset: Any, params: PyTree, batch_
                                            batch_stats=batch_stats)
         ctx.method = {**m, "sample_size": n}
     if m["name"] == "snip":
-        ctx.batch = snip_batch(dataset, int(m["snip_batch_size"]) or int(config.train.batch_size), seed=seed)
+        ctx.batch = first_batch(dataset, int(m["snip_batch_size"]) or int(config.train.batch_size), seed=seed)
     return ctx
 
 
@@ -341,4 +336,4 @@ def run_iterative(config: Any, workdir: str | pathlib.Path) -> dict:
 
 
 __all__ = ["ITERATIVE_METHODS", "METHODS", "RULES", "SippContext", "round_densities", "scores",
-           "sensitivity_sample", "snip_batch"]
+           "sensitivity_sample"]

@@ -18,6 +18,7 @@ from jaxprune.train.data import (
     augment_cifar,
     iterate_batches,
     load_dataset,
+    load_streaming_dataset,
     num_batches,
 )
 from jaxprune.train.loop import FunctionHook, Hook, Trainer, TrainingDiverged, evaluate
@@ -25,6 +26,7 @@ from jaxprune.train.mesh import (
     batch_sharding,
     initialize_distributed,
     make_mesh,
+    prefetch_to_mesh,
     put_batch,
     replicated_sharding,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "initialize_distributed",
     "iterate_batches",
     "load_dataset",
+    "load_streaming_dataset",
     "make_carried_train_step",
     "make_eval_step",
     "make_init_fn",
@@ -73,6 +76,7 @@ __all__ = [
     "num_batches",
     "param_count",
     "per_example_loss",
+    "prefetch_to_mesh",
     "progress_bar",
     "put_batch",
     "read_metrics",

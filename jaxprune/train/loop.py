@@ -1,6 +1,15 @@
 """The training loop: epochs of jitted steps with hooks, evaluation,
 checkpoints with exact resume, metric logging and a progress bar.
 
+Data: a dataset's splits are read through ``split.batches(...)`` (the
+in-memory ``Split`` and the streaming ``StreamSplit`` alike), moved to the
+devices a few batches ahead by :func:`~jaxprune.train.mesh.prefetch_to_mesh`;
+a dataset with ``device_normalize`` (streaming: uint8 images) is normalized
+inside the jitted step. The data position (epoch, batch) and the partial
+metrics of the interrupted epoch are saved in every checkpoint, so a resumed
+run reads exactly the batches, and logs exactly the epoch metrics, of the
+uninterrupted one.
+
 The loop knows nothing about pruning. A pipeline hands the :class:`Trainer`
 optax transforms (``prepend``/``append`` around the optimizer), a
 ``forward_params`` function (DPF: ``m * w``) and :class:`Hook` objects; a hook
@@ -9,6 +18,7 @@ may return a replaced ``TrainState`` (e.g. new params after a mask update).
 
 from __future__ import annotations
 
+import logging
 import math
 import pathlib
 from collections.abc import Callable, Sequence
@@ -24,8 +34,7 @@ from jax.sharding import Mesh
 
 from jaxprune._validate import check_number
 from jaxprune.train.checkpoint import Checkpointer
-from jaxprune.train.data import Split, iterate_batches
-from jaxprune.train.mesh import make_mesh, put_batch
+from jaxprune.train.mesh import make_mesh, prefetch_to_mesh
 from jaxprune.train.metrics import MetricsWriter, progress_bar
 from jaxprune.train.optim import _get, make_optimizer, make_schedule
 from jaxprune.train.state import TrainState, make_init_fn
@@ -34,6 +43,19 @@ from jaxprune.tree import fresh_copy, is_none, prunable
 
 PyTree = Any
 HookResult = TrainState | None
+_log = logging.getLogger(__name__)
+
+
+def _host_entries(batch: dict) -> dict:
+    """Remove and return a batch's host-side entries (keys starting with ``_``,
+    e.g. the streaming pipeline's ``_skipped`` count): the step sees arrays only."""
+    return {k: batch.pop(k) for k in [k for k in batch if k.startswith("_")]}
+
+
+def _host_floats(window: list[dict]) -> list[dict]:
+    """Step metrics (device or NumPy scalars) as JSON floats; every metric of
+    the step is a float32 scalar, so ``np.float32`` restores them exactly."""
+    return [{k: float(v) for k, v in m.items()} for m in jax.device_get(window)]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -53,14 +75,17 @@ class TrainingDiverged(FloatingPointError):
         )
 
 
-def evaluate(state: TrainState, eval_step: Callable, split: Split, batch_size: int, mesh: Mesh) -> dict:
-    """Exact metrics of ``split`` (padded batches carry weight 0): classification
+def evaluate(state: TrainState, eval_step: Callable, split: Any, batch_size: int, mesh: Mesh) -> dict:
+    """Exact metrics of ``split`` (anything with ``batches``: an in-memory
+    ``Split`` or a ``StreamSplit``; padded rows carry weight 0): classification
     ``{"loss": mean cross-entropy, "accuracy"}``, regression ``{"loss": MSE,
     "mse"}``. Sums accumulate on device; one host transfer at the end."""
     total = None
-    for batch in iterate_batches(split, batch_size, seed=0, epoch=0, shuffle=False):
-        sums = eval_step(state, put_batch(batch, mesh))
-        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    with prefetch_to_mesh(split.batches(batch_size, shuffle=False), mesh) as batches:
+        for batch in batches:
+            _host_entries(batch)
+            sums = eval_step(state, batch)
+            total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     if total is None:
         raise ValueError("evaluate: split is empty (0 examples)")
     total = jax.device_get(total)
@@ -175,7 +200,7 @@ class Trainer:
         for name, bs in sizes:
             if bs < 1 or bs % n_dev:
                 raise ValueError(f"{name}={bs} must be a positive multiple of the {n_dev} devices")
-        n_train = len(dataset.train.y)
+        n_train = len(dataset.train)
         # drop_remainder: every training batch is full (static shapes, unbiased BN
         # statistics); otherwise the last batch is padded with weight-0 rows.
         self.drop_remainder = bool(_get(cfg, "drop_remainder"))
@@ -197,16 +222,21 @@ class Trainer:
             augment = augment_cifar
         task = dataset.task
         self.task = task
+        prepare = getattr(dataset, "device_normalize", None)  # streaming: uint8 -> normalized float32
         self.train_step = make_train_step(
-            model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment
+            model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment,
+            prepare=prepare,
         )
         # fit() runs the carried form of the same step (bitwise equal, no separate masking pass)
         self._carried = None
         if forward_params is not None:
             self._carried = make_carried_train_step(
-                model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment
+                model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment,
+                prepare=prepare,
             )
-        self.eval_step = make_eval_step(model, task=task, mesh=self.mesh, forward_params=forward_params)
+        self.eval_step = make_eval_step(
+            model, task=task, mesh=self.mesh, forward_params=forward_params, prepare=prepare
+        )
         self._init_fn = make_init_fn(model, self.tx, dataset.input_shape, mesh=self.mesh)
         self._sparsity = _sparsity_fn(jax.eval_shape(self._init_fn, jax.random.PRNGKey(0)).params)
         self.history: list[dict] = []
@@ -226,8 +256,8 @@ class Trainer:
         return self.forward_params(state.params, state.opt_state)
 
     # -- evaluation ----------------------------------------------------------
-    def evaluate(self, state: TrainState, split: str | Split = "val") -> dict:
-        """Metrics of a split (by name: train/val/test, or a ``Split``)."""
+    def evaluate(self, state: TrainState, split: Any = "val") -> dict:
+        """Metrics of a split (by name: train/val/test, or a split object)."""
         if isinstance(split, str):
             split = getattr(self.dataset, split)
         return evaluate(state, self.eval_step, split, self.eval_batch_size, self.mesh)
@@ -301,45 +331,56 @@ class Trainer:
         user_meta = dict(meta or {})
 
         ckpt = writer = None
-        start_epoch, start_batch = 0, 0
+        self.history = []
+        data = self._data_state(0, 0)
+        epoch_metrics: list[dict] = []  # the logged windows of the current epoch (host floats)
+        window: list[dict] = []  # step metrics since the last logged window (device scalars)
         if self.workdir is not None:
             ckpt = self.checkpointer()
             if resume and ckpt.latest_step() is not None:
                 state, self.resumed_extra, self.resumed_meta = ckpt.restore(state, extra_target=extra)
-                start_epoch, start_batch = self.resumed_meta["epoch"], self.resumed_meta["batch"]
+                data = self._check_data_state(self.resumed_meta["data"])
                 self.history = list(self.resumed_meta.get("history", []))
+                epoch_metrics = list(self.resumed_meta.get("epoch_rows", []))
+                saved_window = self.resumed_meta.get("window", [])
+                window = [{k: np.float32(v) for k, v in m.items()} for m in saved_window]
                 if self.resumed_extra is not None:
                     extra = self.resumed_extra
             resume_step = int(state.step) if resume else None
             writer = MetricsWriter(self.workdir, resume_step=resume_step, enabled=jax.process_index() == 0)
         sparsity = self._sparsity
+        start_epoch, start_batch = data["epoch"], data["batch"]
 
-        def save(step: int, epoch: int, batch: int, metric: float | None = None) -> None:
+        def save(step: int, epoch: int, batch: int, skipped: int, metric: float | None = None) -> None:
             if ckpt is not None:
-                m = {**user_meta, "epoch": epoch, "batch": batch, "history": self.history}
+                m = {**user_meta, "data": self._data_state(epoch, batch, skipped), "history": self.history,
+                     "epoch_rows": epoch_metrics, "window": _host_floats(window)}
                 ckpt.save(step, state, extra=extra, meta=m, metric=metric)
 
         step = int(state.step)  # host-side step counter: no device sync per step
         carried = carried_for = None  # forward weights of the carried step, and the state they belong to
         total = self.epochs * self.steps_per_epoch
         bar = progress_bar(total, initial=start_epoch * self.steps_per_epoch + start_batch, enabled=progress)
-        window: list[dict] = []
+        batches = None
         try:
             for epoch in range(start_epoch, self.epochs):
                 first = start_batch if epoch == start_epoch else 0
-                batches = iterate_batches(
-                    self.dataset.train, self.batch_size, seed=self.seed, epoch=epoch, start_batch=first
+                stream = self.dataset.train.batches(
+                    self.batch_size, seed=self.seed, epoch=epoch, start_batch=first,
+                    stop_batch=self.steps_per_epoch,
                 )
-                epoch_metrics: list[dict] = []
-                for b, batch in zip(range(first, self.steps_per_epoch), batches, strict=False):
+                batches = prefetch_to_mesh(stream, self.mesh)
+                skipped = data["skipped"] if epoch == start_epoch else 0
+                for b, batch in zip(range(first, self.steps_per_epoch), batches, strict=True):
+                    skipped += _host_entries(batch).get("_skipped", 0)
                     state = self._run_hooks(state, "before_step")
                     if self._carried is None:
-                        state, metrics = self.train_step(state, put_batch(batch, self.mesh))
+                        state, metrics = self.train_step(state, batch)
                     else:
                         start, carried_step = self._carried
                         if carried_for is not state:  # new, restored, or replaced by a hook
                             carried = start(state)
-                        state, carried, metrics = carried_step(state, carried, put_batch(batch, self.mesh))
+                        state, carried, metrics = carried_step(state, carried, batch)
                         carried_for = state
                     step += 1
                     state = self._run_hooks(state, "after_step", metrics)
@@ -355,15 +396,19 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "_n"})
                         window = []
                     if ckpt_every and step % ckpt_every == 0 and b + 1 < self.steps_per_epoch:
-                        save(step, epoch, b + 1)
+                        save(step, epoch, b + 1, skipped)
+                batches.close()
                 if window:
                     epoch_metrics.append(self._log_window(writer, step, epoch, window, None))
                     window = []
-                logs = self._end_epoch(state, step, epoch, epoch_metrics, sparsity, writer)
+                logs = self._end_epoch(state, step, epoch, epoch_metrics, sparsity, writer, skipped)
+                epoch_metrics = []
                 state = self._run_hooks(state, "end_of_epoch", epoch, logs)
                 self.history.append(logs)
-                save(step, epoch + 1, 0, self._select_metric(logs))
+                save(step, epoch + 1, 0, 0, self._select_metric(logs))
         finally:
+            if batches is not None:
+                batches.close()
             bar.close()
             if writer is not None:
                 writer.close()
@@ -390,14 +435,41 @@ class Trainer:
             raise TrainingDiverged(step, epoch, row["loss"], row["lr"])
         return row
 
-    def _end_epoch(self, state, step, epoch, epoch_metrics, sparsity, writer) -> dict:
-        """Epoch summary: step-weighted train means, validation metrics, sparsity."""
+    def _data_state(self, epoch: int, batch: int, skipped: int = 0) -> dict:
+        """The data iterator's state as saved in checkpoints: the next batch
+        ``batch`` of epoch ``epoch`` (each epoch's order is a function of the seed
+        and the epoch alone), the unreadable images skipped so far in that epoch,
+        and what the position means (seed, global batch size, train examples)."""
+        return {"epoch": int(epoch), "batch": int(batch), "skipped": int(skipped), "seed": self.seed,
+                "batch_size": self.batch_size, "train_examples": len(self.dataset.train)}
+
+    def _check_data_state(self, saved: dict) -> dict:
+        """``saved`` if this Trainer reads the same batches at that position,
+        else ``ValueError``."""
+        now = self._data_state(saved["epoch"], saved["batch"], saved.get("skipped", 0))
+        keys = ("seed", "batch_size", "train_examples")
+        changed = {k: (saved[k], now[k]) for k in keys if saved[k] != now[k]}
+        if changed:
+            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            raise ValueError(
+                f"cannot resume exactly: the checkpoint's data position assumes other data ({what}); "
+                "resume with the original seed, train.batch_size and dataset, or start a new workdir"
+            )
+        return now
+
+    def _end_epoch(self, state, step, epoch, epoch_metrics, sparsity, writer, skipped: int = 0) -> dict:
+        """Epoch summary: step-weighted train means, validation metrics,
+        sparsity, and (when any) the count of unreadable images skipped."""
         logs: dict = {"epoch": epoch + 1, "step": step}
         n = sum(r["_n"] for r in epoch_metrics)
         for key in ("loss", "accuracy"):
             if epoch_metrics and key in epoch_metrics[0]:
                 logs[f"train_{key}"] = sum(r[key] * r["_n"] for r in epoch_metrics) / n
-        if len(self.dataset.val.y):
+        if skipped:
+            logs["data_skipped"] = int(skipped)
+            _log.warning("epoch %d: %d unreadable training images were skipped (weight 0)",
+                         epoch + 1, skipped)
+        if len(self.dataset.val):
             for key, value in self.evaluate(state, "val").items():
                 logs[f"val_{key}"] = value
         logs["sparsity"] = float(sparsity(self.forward(state)))

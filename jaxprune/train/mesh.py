@@ -9,7 +9,9 @@ batch mean and variance) is a GLOBAL reduction: XLA inserts the all-reduce.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -79,13 +81,17 @@ def put_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
 
     In a multi-host job each process passes its own slice (B / process_count
     rows); the global batch is their concatenation in process order. The global
-    batch size must be divisible by the number of devices in ``mesh``.
+    batch size must be divisible by the number of devices in ``mesh``. Entries
+    whose key starts with ``_`` are host-side metadata: passed through as they are.
     """
     sharding = batch_sharding(mesh)
     n_dev = mesh.devices.size
     local_dev = max(1, n_dev // jax.process_count())
     out = {}
     for key, value in batch.items():
+        if key.startswith("_"):
+            out[key] = value
+            continue
         value = np.asarray(value)
         if value.ndim == 0 or value.shape[0] % local_dev:
             raise ValueError(
@@ -94,3 +100,78 @@ def put_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
             )
         out[key] = jax.make_array_from_process_local_data(sharding, value)
     return out
+
+
+class MeshPrefetcher(Iterator[dict[str, jax.Array]]):
+    """Iterate ``batches`` (host-local numpy dicts) as global sharded arrays
+    (:func:`put_batch`), transferring up to ``size`` batches ahead in a
+    background thread, so that host-to-device copies and host-side loading
+    overlap the running step. The step never waits on the host when the host
+    produces batches at least as fast as the device consumes them.
+
+    Exceptions of the producer are re-raised at the ``next`` that would have
+    returned the failed batch. ``close()`` (also called on exhaustion and by
+    ``with``) stops the thread and closes ``batches`` when it has ``close``."""
+
+    _DONE = object()
+
+    def __init__(self, batches: Iterable[dict[str, Any]], mesh: Mesh, *, size: int = 2):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size={size!r} is not valid; expected an integer >= 1")
+        self._source = batches
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(iter(batches), mesh), daemon=True)
+        self._thread.start()
+
+    def _produce(self, it: Iterator[dict[str, Any]], mesh: Mesh) -> None:
+        try:
+            for batch in it:
+                item = put_batch(batch, mesh)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            item = self._DONE
+        except BaseException as err:  # handed to the consumer
+            item = err
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __next__(self) -> dict[str, jax.Array]:
+        if self._stop.is_set():
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> MeshPrefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prefetch_to_mesh(batches: Iterable[dict[str, Any]], mesh: Mesh, *, size: int = 2) -> MeshPrefetcher:
+    """``batches`` as global arrays on ``mesh``, ``size`` batches ahead (:class:`MeshPrefetcher`)."""
+    return MeshPrefetcher(batches, mesh, size=size)

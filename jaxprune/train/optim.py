@@ -3,8 +3,9 @@
 Keys read (defaults in ``configs/common.py``): ``optimizer`` (sgd | adam |
 adamw), ``lr``, ``momentum``, ``nesterov``, ``b1``, ``b2``, ``eps``,
 ``weight_decay``, ``clip_norm``, ``schedule`` (constant | cosine | multistep),
-``warmup_epochs``, ``milestones`` (fractions of training), ``lr_decay_factor``,
-``epochs``. Any mapping with attribute or item access works (ConfigDict).
+``warmup_epochs``, ``warmup_init_lr`` (optional, default 0), ``milestones``
+(fractions of training), ``lr_decay_factor``, ``epochs``. Any mapping with
+attribute or item access works (ConfigDict).
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg[key] if isinstance(cfg, Mapping) else getattr(cfg, key)
 
 
+def _has(cfg: Any, key: str) -> bool:
+    return key in cfg if isinstance(cfg, Mapping) else hasattr(cfg, key)
+
+
 def make_schedule(cfg: Any, steps_per_epoch: int) -> optax.Schedule:
     """Step -> learning rate over ``epochs * steps_per_epoch`` steps.
 
-    A linear warm-up from 0 to ``lr`` over ``warmup_epochs`` epochs (fractional
-    allowed) precedes the main schedule: ``constant``; ``cosine`` (from ``lr``
-    to 0 over the remaining steps); ``multistep`` (``lr`` times
+    A linear warm-up from ``warmup_init_lr`` (0 when the key is absent) to
+    ``lr`` over ``warmup_epochs`` epochs (fractional allowed) precedes the
+    main schedule: ``constant``; ``cosine`` (from ``lr`` to 0 over the
+    remaining steps); ``multistep`` (``lr`` times
     ``lr_decay_factor`` at every milestone, milestones given as fractions of
     ALL training steps, e.g. ``(0.5, 0.75)``)."""
     check_number("steps_per_epoch", steps_per_epoch, low=1)
@@ -63,7 +69,9 @@ def make_schedule(cfg: Any, steps_per_epoch: int) -> optax.Schedule:
         main = optax.piecewise_constant_schedule(lr, boundaries)
     if warmup == 0:
         return main
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+    init = float(_get(cfg, "warmup_init_lr")) if _has(cfg, "warmup_init_lr") else 0.0
+    check_number("train.warmup_init_lr", init, low=0.0)
+    return optax.join_schedules([optax.linear_schedule(init, lr, warmup), main], [warmup])
 
 
 def make_optimizer(

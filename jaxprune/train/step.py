@@ -1,7 +1,9 @@
 """Jitted, data-parallel train and eval steps.
 
-Batches are dicts ``{"x": (B, ...) float32, "y": (B,), "weight": (B,) float32}``
-sharded along B over the mesh's ``"data"`` axis; the state is replicated. The
+Batches are dicts ``{"x": (B, ...), "y": (B,), "weight": (B,) float32}``
+sharded along B over the mesh's ``"data"`` axis; the state is replicated.
+``x`` is float32 model input, or raw data (e.g. uint8 images of the streaming
+pipeline) that ``prepare`` turns into it inside the jitted step. The
 loss is the ``weight``-weighted mean over the GLOBAL batch (padding rows carry
 weight 0): softmax cross-entropy for classification, squared error for
 regression (model output ``(B, 1)``).
@@ -26,6 +28,7 @@ TASKS = ("classification", "regression")
 PyTree = Any
 ForwardParams = Callable[[PyTree, PyTree], PyTree]
 Augment = Callable[[jax.Array, jax.Array], jax.Array]
+Prepare = Callable[[jax.Array], jax.Array]
 
 
 def per_example_loss(outputs: jax.Array, y: jax.Array, task: str) -> jax.Array:
@@ -52,7 +55,7 @@ def _forward(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array
     return model.apply(variables, x, train=train, rngs=rngs), batch_stats
 
 
-def _train_body(model, tx, task: str, augment: Augment | None) -> Callable:
+def _train_body(model, tx, task: str, augment: Augment | None, prepare: Prepare | None) -> Callable:
     """``body(state, fwd, batch) -> (state, metrics)``: one optimizer step with
     the forward (and gradient) at the weights ``fwd``, applied to ``state.params``."""
 
@@ -66,6 +69,8 @@ def _train_body(model, tx, task: str, augment: Augment | None) -> Callable:
     def body(state: TrainState, fwd: PyTree, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.rng, state.step)
         aug_key, dropout_key = jax.random.split(key)
+        if prepare is not None:
+            batch = {**batch, "x": prepare(batch["x"])}
         if augment is not None:
             batch = {**batch, "x": augment(aug_key, batch["x"])}
         (loss, (new_stats, outputs, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -92,19 +97,21 @@ def make_train_step(
     mesh: Mesh,
     forward_params: ForwardParams | None = None,
     augment: Augment | None = None,
+    prepare: Prepare | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """``step(state, batch) -> (state, metrics)``, jitted with the state donated.
 
     ``forward_params(params, opt_state)`` gives the weights of the forward pass
     (DPF: ``m * w``); the gradient is taken w.r.t. THOSE weights and applied to
     the dense ``params`` (``tx.update(grads, opt_state, params)``).
-    ``augment(key, x) -> x`` runs on device before the forward pass. ``metrics``
+    ``prepare(x) -> x`` (e.g. uint8 -> normalized float32) and then
+    ``augment(key, x) -> x`` run on device before the forward pass. ``metrics``
     are device scalars: ``loss`` (weighted mean) and, for classification,
     ``accuracy``. :func:`make_carried_train_step` is the same step, faster with
     ``forward_params``.
     """
     check_choice("task", task, TASKS)
-    body = _train_body(model, tx, task, augment)
+    body = _train_body(model, tx, task, augment, prepare)
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         fwd = state.params if forward_params is None else forward_params(state.params, state.opt_state)
@@ -134,6 +141,7 @@ def make_carried_train_step(
     mesh: Mesh,
     forward_params: ForwardParams,
     augment: Augment | None = None,
+    prepare: Prepare | None = None,
 ) -> tuple[Callable[[TrainState], PyTree], Callable[[TrainState, PyTree, dict], tuple]]:
     """The step of :func:`make_train_step` with the forward weights carried from
     one step to the next: ``(start, step)`` with
@@ -154,7 +162,7 @@ def make_carried_train_step(
     the masked leaves.
     """
     check_choice("task", task, TASKS)
-    body = _train_body(model, tx, task, augment)
+    body = _train_body(model, tx, task, augment, prepare)
 
     def start(state: TrainState) -> PyTree:
         return _own_leaves(state.params, forward_params(state.params, state.opt_state))
@@ -177,16 +185,19 @@ def make_eval_step(
     task: str,
     mesh: Mesh,
     forward_params: ForwardParams | None = None,
+    prepare: Prepare | None = None,
 ) -> Callable[[TrainState, dict], dict]:
     """``eval_step(state, batch) -> sums``: ``loss_sum`` (weighted sum of
     per-example losses), ``count`` (sum of weights) and, for classification,
     ``correct`` (weighted count of right argmax predictions). Sums, not means, so
-    that a split's metrics are exact over padded batches."""
+    that a split's metrics are exact over padded batches. ``prepare``: as in
+    :func:`make_train_step`."""
     check_choice("task", task, TASKS)
 
     def eval_step(state: TrainState, batch: dict) -> dict:
         params = state.params if forward_params is None else forward_params(state.params, state.opt_state)
-        outputs, _ = _forward(model, params, state.batch_stats, batch["x"], train=False)
+        x = batch["x"] if prepare is None else prepare(batch["x"])
+        outputs, _ = _forward(model, params, state.batch_stats, x, train=False)
         weight = batch["weight"].astype(jnp.float32)
         sums = {
             "loss_sum": jnp.sum(weight * per_example_loss(outputs, batch["y"], task)),

@@ -5,6 +5,7 @@ shapes, padded last batch, exact mid-epoch resume, per-process shards)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -28,6 +29,27 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        start_batch: int = 0,
+        stop_batch: int | None = None,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Batches ``start_batch .. stop_batch - 1`` (default: to the end) of
+        :func:`iterate_batches`; the interface the engine reads every split by
+        (the streaming ``StreamSplit`` has the same)."""
+        it = iterate_batches(
+            self, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, start_batch=start_batch,
+            process_index=process_index, process_count=process_count,
+        )
+        return it if stop_batch is None else itertools.islice(it, max(int(stop_batch) - start_batch, 0))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

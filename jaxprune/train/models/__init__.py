@@ -20,6 +20,21 @@ when ``train=True``). Dense kernels are (in, out), conv kernels HWIO.
 
 Initialization: conv kernels He-normal fan-out, dense kernels LeCun normal
 (Flax default), biases 0, BatchNorm scale 1 / bias 0, momentum 0.9, eps 1e-5.
+
+Mixed precision: ``get_model(..., dtype=)`` sets the computation dtype of every
+model (the ``dtype`` field of the modules):
+
+| ``dtype`` | computation |
+| --- | --- |
+| ``"float32"`` (default) | float32 everywhere |
+| ``"bfloat16"`` | activations, matmuls and convolutions in bfloat16 |
+| ``"auto"`` | bfloat16 if ``jax.default_backend()`` is a GPU or TPU, else float32 |
+
+In every case the params are float32 (the master weights that optimizers,
+masks and measures read; the same init key gives the same param tree whatever
+the ``dtype``), BatchNorm statistics, running averages and normalization are
+float32 (Flax's ``force_float32_reductions``, see ``layers``), and the logits
+are returned float32. ``resolve_dtype`` maps a ``dtype`` value to the JAX dtype.
 """
 
 from __future__ import annotations
@@ -33,39 +48,69 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxprune._validate import check_choice
 from jaxprune.train.models.cnn import VGG16_CFG, ConvBNNet
 from jaxprune.train.models.mlp import MLP
 from jaxprune.train.models.resnet_cifar import CifarResNet, WideResNet
 from jaxprune.train.models.resnet_imagenet import ImageNetResNet
 
-__all__ = ["MODEL_NAMES", "get_model", "param_count"]
+__all__ = ["DTYPES", "MODEL_NAMES", "get_model", "param_count", "resolve_dtype"]
+
+# The values of ``get_model``'s ``dtype`` (``resolve_dtype`` also takes a JAX dtype).
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "auto")
+_ACCELERATOR_BACKENDS = ("gpu", "cuda", "rocm", "tpu")
 
 
-def _mlp(num_outputs: int, *, hidden: tuple[int, ...]) -> nn.Module:
-    return MLP(hidden=tuple(hidden), num_outputs=num_outputs)
+def resolve_dtype(name: str | Any) -> jnp.dtype:
+    """The computation dtype named by ``name``: ``"float32"``, ``"bfloat16"``,
+    ``"auto"`` (bfloat16 when ``jax.default_backend()`` is a GPU or TPU backend,
+    float32 otherwise; resolved at call time) or a JAX/NumPy float32 or
+    bfloat16 dtype. Anything else raises ``ValueError``."""
+    if isinstance(name, str):
+        check_choice("dtype", name, DTYPES)
+        if name == "auto":
+            name = "bfloat16" if jax.default_backend() in _ACCELERATOR_BACKENDS else "float32"
+        return jnp.dtype(name)
+    try:
+        dtype = jnp.dtype(name)
+    except TypeError:
+        dtype = None
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise ValueError(
+            f"dtype={name!r} is not valid; expected one of {list(DTYPES)} or jnp.float32 / jnp.bfloat16"
+        )
+    return dtype
 
 
-def _cnn(num_outputs: int) -> nn.Module:
-    return ConvBNNet(cfg=(64, "M", 128, "M", 256, "M", 512, "M"), num_outputs=num_outputs)
+def _mlp(num_outputs: int, dtype: Any, *, hidden: tuple[int, ...]) -> nn.Module:
+    return MLP(hidden=tuple(hidden), num_outputs=num_outputs, dtype=dtype)
 
 
-def _vgg16(num_outputs: int) -> nn.Module:
-    return ConvBNNet(cfg=VGG16_CFG, num_outputs=num_outputs)
+def _cnn(num_outputs: int, dtype: Any) -> nn.Module:
+    return ConvBNNet(cfg=(64, "M", 128, "M", 256, "M", 512, "M"), num_outputs=num_outputs, dtype=dtype)
 
 
-def _cifar_resnet(num_outputs: int, *, depth: int, shortcut: str = "B") -> nn.Module:
-    return CifarResNet(depth=depth, num_outputs=num_outputs, shortcut=shortcut)
+def _vgg16(num_outputs: int, dtype: Any) -> nn.Module:
+    return ConvBNNet(cfg=VGG16_CFG, num_outputs=num_outputs, dtype=dtype)
 
 
-def _wrn(num_outputs: int, *, widen: int, depth: int = 28) -> nn.Module:
-    return WideResNet(depth=depth, widen=widen, num_outputs=num_outputs)
+def _cifar_resnet(num_outputs: int, dtype: Any, *, depth: int, shortcut: str = "B") -> nn.Module:
+    return CifarResNet(depth=depth, num_outputs=num_outputs, shortcut=shortcut, dtype=dtype)
+
+
+def _wrn(num_outputs: int, dtype: Any, *, widen: int, depth: int = 28) -> nn.Module:
+    return WideResNet(depth=depth, widen=widen, num_outputs=num_outputs, dtype=dtype)
 
 
 def _imagenet_resnet(
-    num_outputs: int, *, blocks: tuple[int, ...], bottleneck: bool, cifar_stem: bool = False
+    num_outputs: int, dtype: Any, *, blocks: tuple[int, ...], bottleneck: bool, cifar_stem: bool = False
 ) -> nn.Module:
     return ImageNetResNet(
-        blocks_per_stage=blocks, bottleneck=bottleneck, num_outputs=num_outputs, cifar_stem=cifar_stem
+        blocks_per_stage=blocks,
+        bottleneck=bottleneck,
+        num_outputs=num_outputs,
+        cifar_stem=cifar_stem,
+        dtype=dtype,
     )
 
 
@@ -90,18 +135,23 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
-def get_model(name: str, num_outputs: int, **kwargs: Any) -> nn.Module:
+def get_model(name: str, num_outputs: int, *, dtype: str | Any = "float32", **kwargs: Any) -> nn.Module:
     """The model ``name`` (one of ``MODEL_NAMES``) with ``num_outputs`` outputs.
 
+    ``dtype`` is the computation dtype: ``"float32"`` (default), ``"bfloat16"``,
+    ``"auto"`` or a JAX dtype (see :func:`resolve_dtype`; ``"auto"`` is
+    resolved here, on the current default backend). Params, BatchNorm
+    statistics and logits are float32 whatever ``dtype`` (module docstring).
     ``kwargs`` are architecture options: ``hidden`` (mlp, mlp_regressor,
     lenet300, linear), ``shortcut`` (resnet20/32/56), ``widen``/``depth``
-    (wrn28*), ``cifar_stem`` (resnet18/50). Unknown names raise ``ValueError``
-    listing ``MODEL_NAMES``; unknown options raise ``TypeError``."""
+    (wrn28*), ``cifar_stem`` (resnet18/50). Unknown names and bad ``dtype``
+    values raise ``ValueError`` listing the valid choices; unknown options
+    raise ``TypeError``."""
     if name not in _REGISTRY:
         raise ValueError(f"model name={name!r} is not valid; expected one of {list(MODEL_NAMES)}")
     if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
         raise ValueError(f"num_outputs={num_outputs!r} is not valid; expected an integer >= 1")
-    return _REGISTRY[name](num_outputs, **kwargs)
+    return _REGISTRY[name](num_outputs, resolve_dtype(dtype), **kwargs)
 
 
 def param_count(model: nn.Module, input_shape: tuple[int, ...]) -> int:

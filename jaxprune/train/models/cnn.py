@@ -1,7 +1,8 @@
 """Plain convolutional models: the PQ-Index paper's ``cnn`` (appendix Table 2)
 and CIFAR ``vgg16`` (VGG16-D with BatchNorm, as in the DPF paper).
 
-Input (N, H, W, C) float32 NHWC; output (N, num_outputs) logits.
+Input (N, H, W, C) float32 NHWC; output (N, num_outputs) float32 logits;
+``dtype`` is the computation dtype (params stay float32, see ``layers``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxprune.train.models.layers import batch_norm, conv
+from jaxprune.train.models.layers import Dtype, batch_norm, conv, dense, to_compute, to_logits
 
 # VGG16 configuration "D" (Simonyan & Zisserman 2015): widths, "M" = 2x2 max-pool.
 # fmt: off
@@ -38,14 +39,16 @@ class ConvBNNet(nn.Module):
 
     cfg: Sequence[int | str]
     num_outputs: int
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = jnp.asarray(x, jnp.float32)
+        x = to_compute(x, self.dtype)
         for item in self.cfg:
             if item == "M":
                 x = _max_pool2(x)
             else:
-                x = nn.relu(batch_norm(train)(conv(int(item), 3, use_bias=True)(x)))
+                y = conv(int(item), 3, use_bias=True, dtype=self.dtype)(x)
+                x = nn.relu(batch_norm(train, dtype=self.dtype)(y))
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_outputs)(x)
+        return to_logits(dense(self.num_outputs, dtype=self.dtype)(x))

@@ -3,8 +3,10 @@ in-128-256-K), ``lenet300`` (LeNet-300-100: in-300-100-K) and
 ``mlp_regressor`` (in-64-64-64-1 by default).
 
 Input: any (N, ...) float array; it is flattened to (N, F) first, so images
-(N, H, W, C) and tabular (N, F) inputs both work. Output: (N, num_outputs).
-Dense kernels are (in, out), LeCun-normal initialized; biases start at 0.
+(N, H, W, C) and tabular (N, F) inputs both work. Output: (N, num_outputs)
+float32. Dense kernels are (in, out), LeCun-normal initialized; biases start
+at 0. ``dtype`` is the computation dtype (params stay float32, see
+``layers``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxprune.train.models.layers import Dtype, dense, to_compute, to_logits
+
 
 class MLP(nn.Module):
     """ReLU multilayer perceptron: Dense(h) + ReLU for each ``h`` in ``hidden``,
@@ -22,11 +26,12 @@ class MLP(nn.Module):
 
     hidden: Sequence[int]
     num_outputs: int
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no train/eval difference (no BatchNorm, no dropout)
-        x = jnp.asarray(x, jnp.float32).reshape((x.shape[0], -1))
+        x = to_compute(x, self.dtype).reshape((x.shape[0], -1))
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_outputs)(x)
+            x = nn.relu(dense(width, dtype=self.dtype)(x))
+        return to_logits(dense(self.num_outputs, dtype=self.dtype)(x))

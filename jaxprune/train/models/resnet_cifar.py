@@ -1,8 +1,10 @@
 """CIFAR residual networks: ResNet-20/32/56 (He et al. 2016, Section 4.2) and
 WideResNet-d-k (Zagoruyko & Komodakis 2016, pre-activation blocks).
 
-Input (N, H, W, C) float32 NHWC (32x32 CIFAR); output (N, num_outputs) logits.
-Convolutions have no bias (each is followed by BatchNorm).
+Input (N, H, W, C) float32 NHWC (32x32 CIFAR); output (N, num_outputs) float32
+logits. Convolutions have no bias (each is followed by BatchNorm). ``dtype`` is
+the computation dtype (params and BatchNorm statistics stay float32, see
+``layers``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune._validate import check_choice
-from jaxprune.train.models.layers import batch_norm, conv
+from jaxprune.train.models.layers import Dtype, batch_norm, conv, dense, to_compute, to_logits
 
 
 class BasicBlock(nn.Module):
@@ -26,17 +28,19 @@ class BasicBlock(nn.Module):
     features: int
     stride: int = 1
     shortcut: str = "B"
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = conv(self.features, 3, self.stride, name="conv1")(x)
-        y = nn.relu(batch_norm(train, name="bn1")(y))
-        y = conv(self.features, 3, name="conv2")(y)
-        y = batch_norm(train, name="bn2")(y)
+        dt = self.dtype
+        y = conv(self.features, 3, self.stride, dtype=dt, name="conv1")(x)
+        y = nn.relu(batch_norm(train, dtype=dt, name="bn1")(y))
+        y = conv(self.features, 3, dtype=dt, name="conv2")(y)
+        y = batch_norm(train, dtype=dt, name="bn2")(y)
         if self.stride != 1 or x.shape[-1] != self.features:
             if self.shortcut == "B":
-                x = conv(self.features, 1, self.stride, name="shortcut_conv")(x)
-                x = batch_norm(train, name="shortcut_bn")(x)
+                x = conv(self.features, 1, self.stride, dtype=dt, name="shortcut_conv")(x)
+                x = batch_norm(train, dtype=dt, name="shortcut_bn")(x)
             else:
                 x = x[:, :: self.stride, :: self.stride, :]
                 extra = self.features - x.shape[-1]
@@ -52,6 +56,7 @@ class CifarResNet(nn.Module):
     depth: int
     num_outputs: int
     shortcut: str = "B"
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -61,16 +66,16 @@ class CifarResNet(nn.Module):
             )
         check_choice("shortcut", self.shortcut, ("A", "B"))
         n = (self.depth - 2) // 6
-        x = conv(16, 3, name="stem_conv")(jnp.asarray(x, jnp.float32))
-        x = nn.relu(batch_norm(train, name="stem_bn")(x))
+        dt = self.dtype
+        x = conv(16, 3, dtype=dt, name="stem_conv")(to_compute(x, dt))
+        x = nn.relu(batch_norm(train, dtype=dt, name="stem_bn")(x))
         for stage, width in enumerate((16, 32, 64)):
             for block in range(n):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(width, stride, self.shortcut, name=f"stage{stage + 1}_block{block + 1}")(
-                    x, train
-                )
+                name = f"stage{stage + 1}_block{block + 1}"
+                x = BasicBlock(width, stride, self.shortcut, dtype=dt, name=name)(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_outputs, name="head")(x)
+        return to_logits(dense(self.num_outputs, dtype=dt, name="head")(x))
 
 
 class WideBlock(nn.Module):
@@ -80,15 +85,17 @@ class WideBlock(nn.Module):
 
     features: int
     stride: int = 1
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        pre = nn.relu(batch_norm(train, name="bn1")(x))
-        y = conv(self.features, 3, self.stride, name="conv1")(pre)
-        y = nn.relu(batch_norm(train, name="bn2")(y))
-        y = conv(self.features, 3, name="conv2")(y)
+        dt = self.dtype
+        pre = nn.relu(batch_norm(train, dtype=dt, name="bn1")(x))
+        y = conv(self.features, 3, self.stride, dtype=dt, name="conv1")(pre)
+        y = nn.relu(batch_norm(train, dtype=dt, name="bn2")(y))
+        y = conv(self.features, 3, dtype=dt, name="conv2")(y)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = conv(self.features, 1, self.stride, name="shortcut_conv")(pre)
+            x = conv(self.features, 1, self.stride, dtype=dt, name="shortcut_conv")(pre)
         return y + x
 
 
@@ -101,6 +108,7 @@ class WideResNet(nn.Module):
     depth: int = 28
     widen: int = 2
     num_outputs: int = 10
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -111,11 +119,13 @@ class WideResNet(nn.Module):
         if not isinstance(self.widen, int) or self.widen < 1:
             raise ValueError(f"widen={self.widen!r} is not valid; expected an integer >= 1")
         n = (self.depth - 4) // 6
-        x = conv(16, 3, name="stem_conv")(jnp.asarray(x, jnp.float32))
+        dt = self.dtype
+        x = conv(16, 3, dtype=dt, name="stem_conv")(to_compute(x, dt))
         for group, width in enumerate((16, 32, 64)):
             for block in range(n):
                 stride = 2 if group > 0 and block == 0 else 1
-                x = WideBlock(width * self.widen, stride, name=f"group{group + 1}_block{block + 1}")(x, train)
-        x = nn.relu(batch_norm(train, name="final_bn")(x))
+                name = f"group{group + 1}_block{block + 1}"
+                x = WideBlock(width * self.widen, stride, dtype=dt, name=name)(x, train)
+        x = nn.relu(batch_norm(train, dtype=dt, name="final_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_outputs, name="head")(x)
+        return to_logits(dense(self.num_outputs, dtype=dt, name="head")(x))

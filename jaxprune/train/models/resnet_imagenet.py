@@ -5,7 +5,8 @@ the 3x3 conv of the bottleneck (the torchvision "v1.5" variant).
 ``cifar_stem=True`` replaces the 7x7/2 conv + 3x3/2 max-pool stem by a 3x3/1
 conv without pooling (the usual CIFAR adaptation; the PQ paper's ResNet18 on
 CIFAR-10 with 11.2M parameters). Input (N, H, W, C) float32 NHWC; output
-(N, num_outputs) logits.
+(N, num_outputs) float32 logits. ``dtype`` is the computation dtype (params and
+BatchNorm statistics stay float32, see ``layers``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxprune.train.models.layers import batch_norm, conv
+from jaxprune.train.models.layers import Dtype, batch_norm, conv, dense, to_compute, to_logits
 from jaxprune.train.models.resnet_cifar import BasicBlock
 
 
@@ -27,15 +28,19 @@ class Bottleneck(nn.Module):
     features: int
     stride: int = 1
     expansion: int = 4
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        out = self.features * self.expansion
-        y = nn.relu(batch_norm(train, name="bn1")(conv(self.features, 1, name="conv1")(x)))
-        y = nn.relu(batch_norm(train, name="bn2")(conv(self.features, 3, self.stride, name="conv2")(y)))
-        y = batch_norm(train, name="bn3")(conv(out, 1, name="conv3")(y))
+        dt, out = self.dtype, self.features * self.expansion
+        y = conv(self.features, 1, dtype=dt, name="conv1")(x)
+        y = nn.relu(batch_norm(train, dtype=dt, name="bn1")(y))
+        y = conv(self.features, 3, self.stride, dtype=dt, name="conv2")(y)
+        y = nn.relu(batch_norm(train, dtype=dt, name="bn2")(y))
+        y = batch_norm(train, dtype=dt, name="bn3")(conv(out, 1, dtype=dt, name="conv3")(y))
         if self.stride != 1 or x.shape[-1] != out:
-            x = batch_norm(train, name="shortcut_bn")(conv(out, 1, self.stride, name="shortcut_conv")(x))
+            x = conv(out, 1, self.stride, dtype=dt, name="shortcut_conv")(x)
+            x = batch_norm(train, dtype=dt, name="shortcut_bn")(x)
         return nn.relu(y + x)
 
 
@@ -47,22 +52,24 @@ class ImageNetResNet(nn.Module):
     bottleneck: bool
     num_outputs: int
     cifar_stem: bool = False
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = jnp.asarray(x, jnp.float32)
-        if self.cifar_stem:
-            x = nn.relu(batch_norm(train, name="stem_bn")(conv(64, 3, name="stem_conv")(x)))
-        else:
-            x = nn.relu(batch_norm(train, name="stem_bn")(conv(64, 7, 2, name="stem_conv")(x)))
+        dt = self.dtype
+        x = to_compute(x, dt)
+        kernel, stride = (3, 1) if self.cifar_stem else (7, 2)
+        x = conv(64, kernel, stride, dtype=dt, name="stem_conv")(x)
+        x = nn.relu(batch_norm(train, dtype=dt, name="stem_bn")(x))
+        if not self.cifar_stem:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, (count, width) in enumerate(zip(self.blocks_per_stage, (64, 128, 256, 512), strict=True)):
             for block in range(count):
                 stride = 2 if stage > 0 and block == 0 else 1
                 name = f"stage{stage + 1}_block{block + 1}"
                 if self.bottleneck:
-                    x = Bottleneck(width, stride, name=name)(x, train)
+                    x = Bottleneck(width, stride, dtype=dt, name=name)(x, train)
                 else:
-                    x = BasicBlock(width, stride, "B", name=name)(x, train)
+                    x = BasicBlock(width, stride, "B", dtype=dt, name=name)(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_outputs, name="head")(x)
+        return to_logits(dense(self.num_outputs, dtype=dt, name="head")(x))
