@@ -25,13 +25,18 @@ from jaxprune.train.mesh import initialize_distributed
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints, results).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --workdir.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "jax.distributed.initialize(): auto = when the environment names a multi-host job; "
+    "on = always (e.g. a Cloud TPU pod slice); off = never.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    initialize_distributed()
+    initialize_distributed({"auto": None, "on": True, "off": False}[_DISTRIBUTED.value])
     import jax
 
     from jaxprune.pipelines import get_pipeline

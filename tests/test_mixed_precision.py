@@ -142,8 +142,8 @@ def _run(dtype, tx, setup, steps, *, forward_params=None, after_step=None):
     mesh, batch, init = setup
     model = get_model("resnet20", 10, dtype=dtype)
     step = make_train_step(model, tx, task="classification", mesh=mesh, forward_params=forward_params)
-    state = init.replace_params(jax.tree.map(jnp.asarray, init.params), tx)  # fresh buffers: donated
-    state = jax.device_put(state, replicated_sharding(mesh))
+    # device_put of the host copy: fresh device buffers for each run (the step donates them)
+    state = jax.device_put(init.replace_params(init.params, tx), replicated_sharding(mesh))
     losses, seen = [], []
     for _ in range(steps):
         state, metrics = step(state, batch)
@@ -172,13 +172,25 @@ def test_bfloat16_resnet20_step_matches_float32(resnet20_setup):
         assert _dtypes(state.params) == _dtypes(state.batch_stats) == {F32}
         assert _dtypes(state.opt_state) == {F32}
     # SGD momentum from a zero trace: after one step the trace IS the gradient.
-    trace = s16.opt_state[0].trace
-    grads = [np.asarray(g) for g in jax.tree.leaves(trace)]
-    assert all(np.isfinite(g).all() for g in grads) and any(np.abs(g).max() > 0 for g in grads)
-    diff = [np.abs(a - np.asarray(b)).max() for a, b in zip(grads, jax.tree.leaves(s32.opt_state[0].trace))]
-    assert max(diff) > 0  # bf16 gradients differ from float32 ones ...
-    for a, b in zip(jax.tree.leaves(s16.params), jax.tree.leaves(s32.params), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-2)  # ... a little
+    g16, g32 = (
+        {jax.tree_util.keystr(k): np.asarray(g) for k, g in jax.tree.leaves_with_path(s.opt_state)}
+        for s in (s16, s32)
+    )
+    assert all(np.isfinite(g).all() for g in g16.values()) and any(g.any() for g in g16.values())
+    rel_err = lambda keys: np.sqrt(
+        sum(np.sum((g16[k] - g32[k]) ** 2) for k in keys) / sum(np.sum(g32[k] ** 2) for k in keys)
+    )
+    # Gradient error. The head (no BatchNorm backward on its path): measured 0.6% relative,
+    # bound 4 eps (1.6%). The whole tree: measured 27%, bound 60%. That large
+    # error is the batch-statistics BatchNorm backward, not a bug: it projects
+    # the incoming cotangent dy (rounded to bf16, error ~2^-9 |dy|) onto the
+    # complement of its batch mean and of x_hat, and at init on random data
+    # the projection keeps a small part of dy, so the rounding error of dy is
+    # large relative to the result. With running-average BN (plain affine, no
+    # projection) the same model's gradients differ by 1.6% (median leaf).
+    head = [k for k in g16 if "'head'" in k]
+    assert len(head) == 2 and rel_err(head) <= 4 * 2.0**-8, rel_err(head)
+    assert 0 < rel_err(list(g16)) <= 0.6, rel_err(list(g16))
 
 
 def test_dpf_masks_agree_between_bfloat16_and_float32(resnet20_setup):
@@ -194,13 +206,13 @@ def test_dpf_masks_agree_between_bfloat16_and_float32(resnet20_setup):
     kwargs = {"forward_params": jp.optax.sparse_params, "after_step": read}
     s32, l32, masks32 = _run("float32", tx, resnet20_setup, 3, **kwargs)
     s16, l16, masks16 = _run("bfloat16", tx, resnet20_setup, 3, **kwargs)
-    assert np.isfinite(l16).all()
-    assert _dtypes(s16.params) == {F32}
+    assert np.isfinite(l32).all() and np.isfinite(l16).all()
+    assert _dtypes(s32.params) == _dtypes(s16.params) == {F32}
     for m32, m16 in zip(masks32, masks16, strict=True):
         assert jax.tree.structure(m32) == jax.tree.structure(m16)
         assert _dtypes(m16) == {jnp.dtype(bool)}
     leaves = lambda tree: [np.asarray(m) for m in jax.tree.leaves(tree)]
-    # Mask update 0 (sparsity 0) reads the identical init params: exactly equal.
+    # Mask update 0 reads the identical init params (at sparsity 0: all kept): exactly equal.
     for a, b in zip(leaves(masks32[0]), leaves(masks16[0]), strict=True):
         np.testing.assert_array_equal(a, b)
     # Mask update 2 (sparsity 0.79) reads the params after two bf16 / f32 steps.
@@ -209,7 +221,9 @@ def test_dpf_masks_agree_between_bfloat16_and_float32(resnet20_setup):
     assert sum(int(m.sum()) for m in a) == sum(int(m.sum()) for m in b)  # same global top-k size
     differ = sum(int((u != v).sum()) for u, v in zip(a, b, strict=True)) / total
     # Measured: 7.8e-4 of the 270k prunable entries differ (7.3e-4 to 8.3e-4
-    # over init seeds 0-2; 1.2e-3 one mask update later). Only weights within
-    # the bf16 gradient noise (~2^-8 of one lr * grad update) of the threshold
-    # can flip; bound 0.5%, ~6x the largest measured.
+    # over init seeds 0-2; 5.7e-4 at update 1, 1.2e-3 at update 3). The ranks
+    # are those of float32 weights; they differ between the runs only by
+    # lr * (g16 - g32) per step, small against the weights (the bf16 gradient
+    # error itself is large, see the test above), so only entries that close
+    # to the threshold can flip. Bound 0.5%, ~6x the largest measured.
     assert differ <= 5e-3, differ

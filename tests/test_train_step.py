@@ -197,14 +197,29 @@ def test_initialize_distributed_only_for_multihost_env(monkeypatch):
     from jaxprune.train import initialize_distributed
 
     calls = []
-    monkeypatch.setattr(jax.distributed, "initialize", lambda: calls.append(1))
-    for key in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "SLURM_NTASKS",
-                "OMPI_COMM_WORLD_SIZE", "WORLD_SIZE"):
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for key in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS",
+                "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "WORLD_SIZE",
+                "TPU_WORKER_HOSTNAMES"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "localhost")
     assert initialize_distributed() is False and calls == []
+    assert initialize_distributed(force=True) is True and calls == [{}]
     monkeypatch.setenv("SLURM_NTASKS", "4")
-    assert initialize_distributed() is True and calls == [1]
+    assert initialize_distributed(force=False) is False and len(calls) == 1
+    assert initialize_distributed() is True and calls[-1] == {}
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t0,t1,t2,t3")
+    assert initialize_distributed() is True
+    # A hand-rolled cluster: JAX reads only the coordinator address; the count and id are passed on.
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert initialize_distributed() is True and calls[-1] == {"num_processes": 2, "process_id": 1}
+    monkeypatch.setenv("JAX_PROCESS_ID", "one")
+    with pytest.raises(ValueError, match=r"JAX_PROCESS_ID='one'"):
+        initialize_distributed()
 
 
 def test_carried_step_is_bitwise_equal_to_plain_step_with_dpf():

@@ -7,6 +7,15 @@ Repeats are interleaved (engine, minimal, engine, ...) and the median time per
 step of each is compared. Goal: engine throughput >= 0.95x minimal.
 
     python -m experiments.benchmarks.bench_step [--repeats 5] [--steps 20]
+
+Without ``--model`` it runs the two fixed cases below (lenet300, resnet20).
+``--model NAME`` benchmarks one model of the zoo instead, on ``--batch``
+random ``--image_size`` x ``--image_size`` x 3 images. ``--dtype`` (also for
+the fixed cases) is the models' computation dtype: params stay float32, see
+``jaxprune.train.models``. The first line names the device kind.
+E.g. ResNet-50 in bfloat16 on a GPU:
+
+    python -m experiments.benchmarks.bench_step --model resnet50 --dtype bfloat16 --batch 256 --image_size 224
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprune.train import create_train_state, get_model, make_mesh, make_train_step, put_batch
+from jaxprune.train import MODEL_NAMES, create_train_state, get_model, make_mesh, make_train_step, put_batch
 
 CASES = (("lenet300", 256, (28, 28, 1)), ("resnet20", 128, (32, 32, 3)))
 
@@ -55,9 +64,11 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def bench(name: str, batch_size: int, shape: tuple[int, ...], repeats: int, steps: int) -> dict:
+def bench(
+    name: str, batch_size: int, shape: tuple[int, ...], repeats: int, steps: int, dtype: str = "float32"
+) -> dict:
     rng = np.random.default_rng(0)
-    model = get_model(name, 10)
+    model = get_model(name, 10, dtype=dtype)
     tx = _tx()
     mesh = make_mesh()
     batch = {
@@ -104,14 +115,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--model", choices=MODEL_NAMES, help="one model instead of the fixed cases")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--batch", type=int, default=64, help="batch size (with --model)")
+    parser.add_argument("--image_size", type=int, default=32, help="image height = width (with --model)")
     args = parser.parse_args()
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
+    if args.model is None:
+        cases = [
+            (n, bs, shape, args.steps if n != "resnet20" else max(2, args.steps // 4))
+            for n, bs, shape in CASES
+        ]
+    else:
+        cases = [(args.model, args.batch, (args.image_size, args.image_size, 3), args.steps)]
+    device = jax.devices()[0]
+    print(f"devices: {jax.device_count()} x {device.platform} ({device.device_kind}), dtype {args.dtype}")
     print(f"{'model':<10}{'batch':>6}{'engine img/s':>14}{'minimal img/s':>15}{'ratio':>7}")
-    for name, bs, shape in CASES:
-        steps = args.steps if name != "resnet20" else max(2, args.steps // 4)
-        r = bench(name, bs, shape, args.repeats, steps)
+    for name, bs, shape, steps in cases:
+        r = bench(name, bs, shape, args.repeats, steps, args.dtype)
         print(
-            f"{r['model']:<10}{r['batch']:>6}{r['engine_img_s']:>14.0f}{r['minimal_img_s']:>15.0f}"
+            f"{r['model']:<10}{r['batch']:>6}{r['engine_img_s']:>14.1f}{r['minimal_img_s']:>15.1f}"
             f"{r['ratio']:>7.3f}"
         )
 

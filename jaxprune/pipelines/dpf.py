@@ -204,9 +204,12 @@ def _pack(mask: PyTree) -> np.ndarray:
 
 
 def _save_mask(path: pathlib.Path, mask: PyTree) -> None:
-    """``path`` (.npz): ``bits`` (packed prunable entries) and ``n`` (their count)."""
+    """``path`` (.npz): ``bits`` (packed prunable entries) and ``n`` (their count).
+    In a multi-process job only process 0 writes (the mask is replicated)."""
     n = sum(int(np.size(m)) for m in jax.tree.leaves(mask))
-    np.savez(path, bits=_pack(mask), n=n)
+    bits = _pack(mask)
+    if jax.process_index() == 0:
+        np.savez(path, bits=bits, n=n)
 
 
 def _load_bits(path: pathlib.Path, unpack: bool = False) -> np.ndarray:

@@ -21,8 +21,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 # Environment variables that name a multi-process job (one is enough).
-_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
+_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
 _WORLD_SIZE_ENV = ("JAX_NUM_PROCESSES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "WORLD_SIZE")
+_TPU_HOSTS_ENV = "TPU_WORKER_HOSTNAMES"  # comma-separated on a multi-host TPU slice
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -53,6 +54,8 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 def _is_multihost_env() -> bool:
     if any(os.environ.get(k) for k in _MULTIHOST_ENV):
         return True
+    if "," in os.environ.get(_TPU_HOSTS_ENV, ""):
+        return True
     for key in _WORLD_SIZE_ENV:
         try:
             if int(os.environ.get(key, "1")) > 1:
@@ -62,17 +65,30 @@ def _is_multihost_env() -> bool:
     return False
 
 
-def initialize_distributed() -> bool:
-    """Call ``jax.distributed.initialize()`` iff the environment names a multi-host job.
+def initialize_distributed(force: bool | None = None) -> bool:
+    """Call ``jax.distributed.initialize()`` for a multi-host job.
 
-    Must run before anything touches a JAX device. Returns whether it initialized.
-    ``jax.distributed.initialize`` auto-detects the coordinator, process count and
-    process id on SLURM, Open MPI, Kubernetes and Cloud TPU; for a hand-rolled
-    cluster set ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+    ``force``: None (default) initializes iff the environment names a
+    multi-host job (a coordinator address, a world size > 1 from SLURM / Open
+    MPI / torchrun-style variables, or several TPU worker hostnames); True
+    always (e.g. on a Cloud TPU pod slice whose VMs set none of these); False
+    never. Must run before anything touches a JAX device. Returns whether it
+    initialized. ``jax.distributed.initialize`` auto-detects the coordinator,
+    process count and process id on SLURM, Open MPI, Kubernetes and Cloud TPU;
+    for a hand-rolled cluster set ``JAX_COORDINATOR_ADDRESS`` (host:port of
+    process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (read here and
+    passed on, since JAX reads only the first).
     """
-    if not _is_multihost_env():
+    if force is False or (force is None and not _is_multihost_env()):
         return False
-    jax.distributed.initialize()
+    kwargs = {}
+    for key, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if os.environ.get(key):
+            try:
+                kwargs[arg] = int(os.environ[key])
+            except ValueError:
+                raise ValueError(f"${key}={os.environ[key]!r} is not valid; expected an integer") from None
+    jax.distributed.initialize(**kwargs)
     return True
 
 

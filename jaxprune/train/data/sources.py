@@ -168,6 +168,19 @@ def tfds_available() -> bool:
     return importlib.util.find_spec("tensorflow_datasets") is not None
 
 
+def tfds_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether tensorflow-datasets has ``name`` prepared in ``data_dir`` (its
+    default directory when None); False when tfds is not installed."""
+    if not tfds_available():
+        return False
+    import tensorflow_datasets as tfds
+
+    try:
+        return bool(tfds.builder(name, data_dir=data_dir).is_prepared())
+    except Exception:  # unknown name, unreadable metadata
+        return False
+
+
 def _stack_records(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([np.asarray(r["image"]) for r in records]), np.asarray([r["label"] for r in records])
 
@@ -209,8 +222,9 @@ def load_raw(name: str, *, data_dir=None, source: str = "auto") -> RawData:
 
     ``"auto"``: scikit-learn for its bundled datasets, else the first ``.npz``
     found (``data_dir``, then ``$JAXPRUNE_DATA_DIR``), else tensorflow-datasets
-    when installed. A dataset found nowhere raises ``FileNotFoundError`` that
-    lists every path looked at and how to get the data."""
+    when it has the dataset prepared (``"auto"`` never downloads; ``"tfds"``
+    lets tfds download and prepare it). A dataset found nowhere raises
+    ``FileNotFoundError`` that lists every path looked at and how to get the data."""
     check_choice("source", source, SOURCES)
     spec = SPECS[name]
     if spec.sklearn_loader is not None:
@@ -226,7 +240,7 @@ def load_raw(name: str, *, data_dir=None, source: str = "auto") -> RawData:
         for path, desc in _npz_candidates(spec, data_dir):
             if path.is_file():
                 return _load_npz(path, desc)
-    if source == "tfds" or (source == "auto" and spec.tfds_name and tfds_available()):
+    if source == "tfds" or (source == "auto" and spec.tfds_name and tfds_prepared(spec.tfds_name, data_dir)):
         if spec.tfds_name is None:
             raise ValueError(
                 f"source='tfds' is not valid for {name!r}: tensorflow-datasets has no copy of it"
