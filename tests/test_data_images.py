@@ -5,6 +5,7 @@ code under test: hand-computed torchvision fallback boxes, the rng stream drawn
 by hand, exact pixel slices / analytic values for images whose pixels are known,
 and PIL's full-resolution decode for the draft-mode (DCT-reduced) paths."""
 
+import functools
 import io
 import math
 
@@ -20,7 +21,6 @@ from jaxprune.train.data.images import (
     decode_eval,
     decode_train,
     eval_transform,
-    naive_decode_train,
     sample_crop,
     train_transform,
 )
@@ -145,7 +145,7 @@ def test_decode_train_matches_full_resolution_decode(jpegs, name, size):
     used_draft = 0
     for seed in range(30):
         rng, ref_rng = np.random.default_rng(seed), np.random.default_rng(seed)
-        out, ref = decode_train(data, rng, size=size), naive_decode_train(data, ref_rng, size=size)
+        out, ref = decode_train(data, rng, size=size), decode_train(data, ref_rng, size=size, draft=False)
         assert out.shape == ref.shape == (size, size, 3) and out.dtype == ref.dtype == np.uint8
         assert np.abs(out.astype(int) - ref).mean() < 1.5
         assert rng.random() == ref_rng.random()  # same number of draws
@@ -186,7 +186,7 @@ def test_exact_on_png_against_the_pil_reference():
         top, left, h, w = sample_crop(120, 160, np.random.default_rng(seed))
         ref_img = Image.fromarray(arr).resize((48, 48), Image.BILINEAR, box=(left, top, left + w, top + h))
         ref = np.asarray(ref_img)
-        for fn in (decode_train, naive_decode_train):
+        for fn in (decode_train, functools.partial(decode_train, draft=False)):
             np.testing.assert_array_equal(fn(data, np.random.default_rng(seed), size=48, flip=False), ref)
         out = train_transform(arr, np.random.default_rng(seed), size=48, flip=False)
         np.testing.assert_array_equal(out, ref)
@@ -276,7 +276,7 @@ def test_truncated_jpeg_raises(jpegs, cut):
     with pytest.raises(UnreadableImage, match=r"(?i)truncated"):
         decode_train(data, np.random.default_rng(0))
     with pytest.raises(UnreadableImage, match=r"(?i)truncated"):
-        naive_decode_train(data, np.random.default_rng(0))
+        decode_train(data, np.random.default_rng(0), draft=False)
     with pytest.raises(UnreadableImage, match=r"(?i)truncated"):
         decode_eval(data)
 

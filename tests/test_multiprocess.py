@@ -31,9 +31,22 @@ def _launch(n: int, devices: int, data, workdir, out, *extra) -> list[subprocess
     env["PYTHONPATH"] = str(ROOT)
     return [
         subprocess.Popen(
-            [sys.executable, str(DRIVER), f"--process_id={i}", f"--num_processes={n}", f"--devices={devices}",
-             f"--port={port}", f"--data={data}", f"--workdir={workdir}", f"--out={out}", *extra],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                str(DRIVER),
+                f"--process_id={i}",
+                f"--num_processes={n}",
+                f"--devices={devices}",
+                f"--port={port}",
+                f"--data={data}",
+                f"--workdir={workdir}",
+                f"--out={out}",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         for i in range(n)
     ]
@@ -57,7 +70,7 @@ def test_two_processes_equal_one_process_and_resume_after_sigkill(tmp_path):
     assert not (multi / "params.npz").exists()
     resumed = _wait(_launch(2, 4, data, multi / "work", multi, "--resume"))
     assert all(code == 0 for code, _ in resumed), resumed
-    (code, log), = _wait(ref)
+    ((code, log),) = _wait(ref)
     assert code == 0, log
 
     # Disjoint data: per epoch, the two processes read disjoint examples that together
@@ -77,5 +90,7 @@ def test_two_processes_equal_one_process_and_resume_after_sigkill(tmp_path):
         np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6, err_msg=key)
     assert json.loads((multi / "record.json").read_text())["steps"] == 9
     # Only process 0 wrote the metric log: one epoch row per epoch, no duplicates.
-    rows = [json.loads(line) for line in (multi / "work" / "train" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (multi / "work" / "train" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in rows if r["split"] == "epoch"] == [3, 6, 9]

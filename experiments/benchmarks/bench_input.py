@@ -5,7 +5,7 @@ landscape/portrait, multi-scale random fields plus noise, so the files are
 ~100 KB like ImageNet's), then measures images/s on ONE core (single process,
 single thread, pinned where the OS allows) of
 
-* train: ``decode_train`` (draft-mode JPEG decode) vs ``naive_decode_train``
+* train: ``decode_train`` (draft-mode JPEG decode) vs ``decode_train(draft=False)``
   (full-resolution decode, same crop + resize + flip), same rng seeds;
 * eval: ``decode_eval`` (draft) vs a full decode + the same resize of the center box;
 * train, the loader most code uses (torchvision's ``RandomResizedCrop`` +
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import io
 import math
 import os
@@ -37,7 +38,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from jaxprune.train.data.images import decode_eval, decode_train, naive_decode_train, sample_crop
+from jaxprune.train.data.images import decode_eval, decode_train, sample_crop
 
 TARGET_IMG_S = 3000  # ResNet-50 training on one accelerator host, roughly
 SHAPES = ((4, 3), (3, 4), (3, 2))  # landscape 500x375, portrait 375x500, landscape 500x333
@@ -134,7 +135,7 @@ def main() -> None:
 
     cases = {
         "train draft": lambda: _rate(rng_fn(decode_train), jpegs),
-        "train naive": lambda: _rate(rng_fn(naive_decode_train), jpegs),
+        "train naive": lambda: _rate(rng_fn(functools.partial(decode_train, draft=False)), jpegs),
         "train float": lambda: _rate(rng_fn(host_float_train), jpegs),
         "eval draft": lambda: _rate(lambda d: decode_eval(d, size=size, resize=resize), jpegs),
         "eval naive": lambda: _rate(lambda d: naive_decode_eval(d, size, resize), jpegs),

@@ -309,7 +309,7 @@ def _finetune(
 
     record(state0, 0)
     ft.hooks = [FunctionHook(epoch_end=lambda trainer, state, epoch, logs: record(state, epoch + 1))]
-    ft.seed, ft.history = int(label["seed"]), []
+    ft.seed = int(label["seed"])
     final = ft.fit(state0, progress=False)
     return records, final
 
@@ -318,7 +318,7 @@ def _original(config: Any, trainer: Trainer, seed: int) -> tuple[Any, list[str]]
     """The trial's trained dense model (see the module docstring) and the
     checkpoint keys kept at their fresh init."""
     m = config.method
-    trainer.seed, trainer.history = seed, []
+    trainer.seed = seed
     state = trainer.init_state(jax.random.PRNGKey(seed))
     skipped: list[str] = []
     if m["pretrained_checkpoint"]:

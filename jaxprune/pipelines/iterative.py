@@ -246,7 +246,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
             state0 = jax.device_put(state0, replicated)
             round_dir = root / f"round_{t:02d}"
             # each round: its own checkpoints, and a new data order (as a reshuffling loader)
-            trainer.workdir, trainer.history, trainer.seed = round_dir, [], int(config.seed) + 1000 * t
+            trainer.workdir, trainer.seed = round_dir, int(config.seed) + 1000 * t
             state = trainer.fit(state0, resume=bool(config.resume), progress=False)
             best = state
             if len(dataset.val.y):

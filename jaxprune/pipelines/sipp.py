@@ -314,7 +314,7 @@ def run_iterative(config: Any, workdir: str | pathlib.Path) -> dict:
             rec["sparsity"] = 1.0 - rec["density"]
             start = jax.device_put(rewind(state0, params, stats, mask, trainer.tx), replicated)
             round_dir = root / f"round_{t:02d}"
-            trainer.workdir, trainer.history, trainer.seed = round_dir, [], int(config.seed) + 1000 * t
+            trainer.workdir, trainer.seed = round_dir, int(config.seed) + 1000 * t
             state = trainer.fit(start, resume=bool(config.resume), progress=False)
             params, stats = state.params, state.batch_stats
             rec["test_acc"] = trainer.evaluate(state, "test")["accuracy"]

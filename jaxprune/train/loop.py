@@ -316,7 +316,8 @@ class Trainer:
         checkpoint. ``resume=True`` continues from the latest checkpoint exactly
         (same data order, same per-step randomness); the restored ``extra`` and
         ``meta`` land in ``self.resumed_extra`` / ``self.resumed_meta``.
-        ``progress``: show a tqdm bar (default: when stderr is a TTY). The given
+        ``self.history`` (the epoch logs) starts empty, or from the checkpoint
+        on resume. ``progress``: show a tqdm bar (default: when stderr is a TTY). The given
         ``state`` is not consumed (fit works on a copy). Raises
         :class:`TrainingDiverged` at the first logging window whose mean train
         loss is NaN or infinite (checked on the host-side window means, so it

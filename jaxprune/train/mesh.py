@@ -140,27 +140,25 @@ class MeshPrefetcher(Iterator[dict[str, jax.Array]]):
         self._thread = threading.Thread(target=self._produce, args=(iter(batches), mesh), daemon=True)
         self._thread.start()
 
+    def _offer(self, item: Any) -> bool:
+        """Queue ``item``, waiting for room unless stopped; whether it was queued."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _produce(self, it: Iterator[dict[str, Any]], mesh: Mesh) -> None:
         try:
             for batch in it:
-                item = put_batch(batch, mesh)
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._offer(put_batch(batch, mesh)):
                     return
             item = self._DONE
         except BaseException as err:  # handed to the consumer
             item = err
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        self._offer(item)
 
     def __next__(self) -> dict[str, jax.Array]:
         if self._stop.is_set():
