@@ -208,6 +208,45 @@ def test_tfds_cifar10_streams_raw_images_for_on_device_augmentation(tmp_path):
     np.testing.assert_allclose(np.asarray(ds.device_normalize(batch["x"])), want, rtol=1e-5, atol=1e-5)
 
 
+def test_trainer_on_streamed_cifar_normalizes_then_augments_on_device(tmp_path):
+    """The CIFAR paper configs' path: tfds source, uint8 batches, normalization
+    and the random crop + flip inside the jitted step; evaluation is exact."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    cfg = base_config().train
+    cfg.update(dict(epochs=1, batch_size=8, eval_batch_size=8, lr=0.01))
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        ds = load_streaming_dataset("cifar10", data_dir=tmp_path, source="tfds")
+        trainer = Trainer(get_model("mlp", 10, hidden=(8,)), ds, cfg)
+        state = trainer.fit(progress=False)
+        metrics = trainer.evaluate(state, "test")
+        x = np.stack([ds.test.source[i]["image"] for i in range(16)]).astype(np.float32)
+        y = np.asarray([ds.test.source[i]["label"] for i in range(16)])
+    assert trainer.steps_per_epoch == 2 and int(state.step) == 2
+    # the reference: the model applied to the normalized images, in NumPy-land
+    logits = trainer.model.apply({"params": state.params}, (x - ds.x_mean) / ds.x_std)
+    assert metrics["accuracy"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == y)))
+
+
+def test_config_routes_streaming_and_rejects_mismatched_sources(root):
+    from configs.common import validate_config
+    from jaxprune.pipelines import load_data
+
+    config = base_config()
+    config.data.name, config.data.streaming, config.data.data_dir = "my_images", True, str(root)
+    config.data.image_size = SIZE
+    validate_config(config)  # any name streams (a folder or a tfds name)
+    assert load_data(config).input_shape == (SIZE, SIZE, 3)
+    config.data.source = "npz"
+    with pytest.raises(ValueError, match=r"source='npz' is not valid with config.data.streaming=True"):
+        load_data(config)
+    config.data.streaming, config.data.source, config.data.name = False, "folder", "digits"
+    with pytest.raises(ValueError, match=r"source='folder' needs config.data.streaming=True"):
+        load_data(config)
+    config.data.source, config.data.name = "auto", "my_images"
+    with pytest.raises(ValueError, match=r"config.data.name='my_images' is not valid"):
+        validate_config(config)
+
+
 def test_prefetch_to_mesh_forwards_errors_and_closes():
     mesh = make_mesh()
 
