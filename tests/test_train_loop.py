@@ -159,6 +159,26 @@ def test_fit_stops_at_the_first_non_finite_window(digits, tmp_path):
     assert trainer.checkpointer().latest_step() == 5
 
 
+def test_no_checkpoint_holds_a_non_finite_state(digits, tmp_path):
+    """Checkpoints every 4 steps, logs every 5: NaN params injected after step 7 would be
+    saved at step 8, before any logged window shows them; fit stops there instead."""
+
+    def poison(tr, st):
+        return st.replace(params=jax.tree.map(lambda p: p * np.nan, st.params))
+
+    model = get_model("mlp", digits.num_outputs, hidden=(16,))
+    cfg = _cfg(checkpoint_every=4, schedule="constant")
+    trainer = Trainer(model, digits, cfg, hooks=[FunctionHook(periodic=poison, every_n_steps=7)],
+                      workdir=tmp_path, seed=0)
+    with pytest.raises(TrainingDiverged, match=r"training state is not finite at step 8") as err:
+        trainer.fit(progress=False)
+    assert err.value.step == 8 and not err.value.state_finite
+    assert np.isnan(err.value.loss)  # the window 6..8 holds the loss of step 8, computed at NaN params
+    assert trainer.checkpointer().latest_step() == 4
+    state, _ = trainer.restore(trainer.init_state())
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
 def test_fit_raises_when_a_too_large_lr_blows_up(digits):
     trainer = Trainer(get_model("mlp", digits.num_outputs, hidden=(16,)), digits, _cfg(lr=1e6, momentum=0.9))
     with pytest.raises(TrainingDiverged, match="training diverged"):

@@ -59,20 +59,35 @@ def _host_floats(window: list[dict]) -> list[dict]:
 
 
 class TrainingDiverged(FloatingPointError):
-    """The mean training loss of a logging window is NaN or infinite.
+    """The mean training loss of a logging window, or the state about to be
+    checkpointed, is NaN or infinite.
 
     Raised by :meth:`Trainer.fit` at the first logging window (every
-    ``train.log_every`` steps, and at each epoch end) whose loss is not finite:
-    the run stops instead of finishing at chance. The latest checkpoint (if any)
-    precedes the divergence. Attributes: ``step`` (global step at the end of the
-    window), ``epoch`` (0-based), ``loss`` (the window's mean loss), ``lr``."""
+    ``train.log_every`` steps, and at each epoch end) whose loss is not finite,
+    or at a checkpoint whose params / BatchNorm statistics / optimizer state
+    are not all finite (``state_finite`` False): the run stops instead of
+    finishing at chance, and no checkpoint holds a non-finite state, so the
+    latest one (if any) precedes the divergence. Attributes: ``step`` (global
+    step), ``epoch`` (0-based), ``loss`` (the mean loss of the window ending
+    there), ``lr``, ``state_finite``."""
 
-    def __init__(self, step: int, epoch: int, loss: float, lr: float):
+    def __init__(self, step: int, epoch: int, loss: float, lr: float, *, state_finite: bool = True):
         self.step, self.epoch, self.loss, self.lr = step, epoch, loss, lr
+        self.state_finite = state_finite
+        what = (f"mean train loss is {loss} in the window ending at step {step}" if state_finite else
+                f"the training state is not finite at step {step} (mean train loss of the window: {loss})")
         super().__init__(
-            f"training diverged: mean train loss is {loss} in the window ending at step {step} "
-            f"(epoch {epoch}, lr {lr:.4g}); lower train.lr, add warm-up, or set train.clip_norm > 0"
+            f"training diverged: {what} (epoch {epoch}, lr {lr:.4g}); lower train.lr, add warm-up, "
+            "or set train.clip_norm > 0"
         )
+
+
+@jax.jit
+def _all_finite(state: TrainState) -> jax.Array:
+    """Whether every float entry of the params, BatchNorm statistics and optimizer state is finite."""
+    leaves = jax.tree.leaves((state.params, state.batch_stats, state.opt_state))
+    checks = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
 def evaluate(state: TrainState, eval_step: Callable, split: Any, batch_size: int, mesh: Mesh) -> dict:
@@ -353,10 +368,16 @@ class Trainer:
         start_epoch, start_batch = data["epoch"], data["batch"]
 
         def save(step: int, epoch: int, batch: int, skipped: int, metric: float | None = None) -> None:
-            if ckpt is not None:
-                m = {**user_meta, "data": self._data_state(epoch, batch, skipped), "history": self.history,
-                     "epoch_rows": epoch_metrics, "window": _host_floats(window)}
-                ckpt.save(step, state, extra=extra, meta=m, metric=metric)
+            if ckpt is None:
+                return
+            if not bool(_all_finite(state)):  # one scalar per checkpoint: never save a diverged state
+                losses = [float(m["loss"]) for m in jax.device_get(window)]
+                loss = float(np.mean(losses)) if losses else math.nan
+                lr = float(self._lr(max(step - 1, 0)))
+                raise TrainingDiverged(step, epoch, loss, lr, state_finite=False)
+            m = {**user_meta, "data": self._data_state(epoch, batch, skipped), "history": self.history,
+                 "epoch_rows": epoch_metrics, "window": _host_floats(window)}
+            ckpt.save(step, state, extra=extra, meta=m, metric=metric)
 
         step = int(state.step)  # host-side step counter: no device sync per step
         carried = carried_for = None  # forward weights of the carried step, and the state they belong to
