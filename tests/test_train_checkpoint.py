@@ -17,6 +17,7 @@ from jaxprune.train import (
     load_dataset,
     read_metrics,
 )
+from jaxprune.train.checkpoint import CheckpointCorrupted
 
 
 def _state(step):
@@ -128,3 +129,87 @@ def test_resume_refuses_other_data(tmp_path):
     cfg.batch_size = 32
     with pytest.raises(ValueError, match=r"cannot resume exactly.*batch_size 64 -> 32"):
         Trainer(model, data, cfg, workdir=tmp_path).fit(resume=True, progress=False)
+
+
+def _largest_file(step_dir):
+    return max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _truncate(step_dir):
+    f = _largest_file(step_dir)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _flip(step_dir):
+    """Flip bits inside the stored data: orbax restores this without an error."""
+    f = _largest_file(step_dir)
+    data = bytearray(f.read_bytes())
+    for i in range(100, len(data) - 64, 97):
+        data[i] ^= 0x10
+    f.write_bytes(bytes(data))
+
+
+def _delete_item(step_dir):
+    import shutil
+
+    shutil.rmtree(step_dir / "state")
+
+
+def _bad_meta(step_dir):
+    (step_dir / "meta" / "metadata").write_text("{not json")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, _delete_item, _bad_meta])
+def test_corrupted_latest_falls_back_to_the_newest_intact_and_keeps_it_aside(tmp_path, damage, caplog):
+    ck = Checkpointer(tmp_path / "checkpoints", keep=3)
+    big = {"w": jnp.arange(4000.0)}
+    for step in (1, 2, 3):
+        ck.save(step, _state(step), extra={"w": big["w"] * step}, meta={"epoch": step})
+    ck.wait()
+    damage(tmp_path / "checkpoints" / "3")
+    with caplog.at_level("WARNING"):
+        state, extra, meta = ck.restore(_state(0), extra_target=big)
+    assert meta == {"epoch": 2} and int(state.step) == 2
+    _equal(state, _state(2))
+    np.testing.assert_array_equal(extra["w"], big["w"] * 2)
+    assert "checkpoint step 3" in caplog.text and "trying the previous checkpoint" in caplog.text
+    assert "Traceback" not in caplog.text and len(caplog.text) < 2000  # one line, not pages
+    aside = list((tmp_path / "checkpoints.corrupt").iterdir())  # kept, not deleted
+    assert len(aside) == 1 and aside[0].name.startswith("3-")
+    assert ck.latest_step() == 2
+    ck.save(4, _state(4), meta={"epoch": 4})  # the manager carries on after the set-aside
+    ck.wait()
+    assert sorted(ck.steps()) == [1, 2, 4]
+    ck.close()
+
+
+def test_explicit_step_corruption_is_a_short_error(tmp_path):
+    ck = Checkpointer(tmp_path / "checkpoints", keep=2)
+    state = {"w": jnp.arange(4000.0)}
+    ck.save(1, state)
+    ck.wait()
+    _flip(tmp_path / "checkpoints" / "1")
+    with pytest.raises(
+        CheckpointCorrupted, match=r"step 1 in .*checkpoints/1 does not match the fingerprint"
+    ):
+        ck.restore(state, step=1)
+    with pytest.raises(
+        FileNotFoundError, match=r"no checkpoint in .*unreadable ones are in .*checkpoints\.corrupt"
+    ):
+        ck.restore(state)
+    ck.close()
+
+
+def test_fit_resumes_from_the_newest_intact_checkpoint(tmp_path):
+    """kill -9 during a save can leave the newest checkpoint damaged: --resume still works."""
+    data = load_dataset("digits", val_fraction=0.1, seed=0)
+    cfg = base_config().train
+    cfg.update(dict(epochs=1, batch_size=64, lr=0.05, checkpoint_every=4, keep_checkpoints=3))
+    model = get_model("mlp", data.num_outputs, hidden=(8,))
+    trainer = Trainer(model, data, cfg, workdir=tmp_path)
+    straight = trainer.fit(progress=False)
+    steps = sorted(trainer.checkpointer().steps())
+    _truncate(tmp_path / "checkpoints" / str(steps[-1]))
+    resumed = trainer.fit(resume=True, progress=False)
+    assert trainer.resumed_meta["data"]["batch"] == steps[-2]  # a mid-epoch checkpoint
+    _equal(resumed.params, straight.params)

@@ -8,14 +8,27 @@ rewinding; optional) and ``meta`` (JSON: data position ``epoch``/``batch``,
 pipeline round, the validation ``metric``...). Pytrees may contain ``None``
 leaves (pruning masks): they are stored as empty nodes and restored as ``None``
 because restoring always follows a target structure.
+
+Integrity: orbax does not checksum what it writes (flipped bytes restore as
+wrong numbers), so ``meta["fingerprint"]`` holds two 32-bit sums per leaf of
+``state`` and of ``extra`` (of the raw bits, plain and position-weighted),
+checked after every restore. Restoring the latest (or best) checkpoint falls back to
+the newest intact one when a checkpoint cannot be read or fails its
+fingerprint: the bad one is moved aside to ``<dir>.corrupt/<step>`` (never
+deleted) and a warning names the step, the reason and the checkpoint used.
 """
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import shutil
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
@@ -23,6 +36,42 @@ from jaxprune._validate import check_choice, check_number
 
 PyTree = Any
 _METRIC = "metric"
+_FINGERPRINT = "fingerprint"
+_log = logging.getLogger(__name__)
+
+
+class CheckpointCorrupted(RuntimeError):
+    """A checkpoint could not be restored (unreadable, an item missing, or its
+    contents do not match the fingerprint recorded when it was saved)."""
+
+
+def _leaf_bits(x: jax.Array) -> jax.Array:
+    """The raw bits of ``x`` as a flat uint32 vector (bool and 8/16-bit values widened)."""
+    x = jnp.ravel(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(x.dtype.itemsize)
+    if unsigned is None:  # 64-bit values (x64 mode): both halves
+        return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprint(tree: PyTree) -> jax.Array:
+    """(leaves, 2) uint32: per leaf, the wrapping sum of its bits and the sum
+    weighted by position (odd multipliers), so that any single flipped bit and
+    most reorderings change it."""
+    sums = []
+    for leaf in jax.tree.leaves(tree):
+        bits = _leaf_bits(leaf)
+        weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+        sums.append(jnp.stack([jnp.sum(bits, dtype=jnp.uint32), jnp.sum(bits * weights, dtype=jnp.uint32)]))
+    return jnp.stack(sums) if sums else jnp.zeros((0, 2), jnp.uint32)
+
+
+def fingerprint(tree: PyTree) -> list[list[int]]:
+    """JSON-able :func:`_fingerprint` of ``tree`` (one device pass, one small transfer)."""
+    return np.asarray(jax.device_get(_fingerprint(tree))).tolist()
 
 
 def _to_host(tree: PyTree) -> PyTree:
@@ -81,6 +130,8 @@ class Checkpointer:
         meta = dict(meta or {})
         if metric is not None:
             meta[_METRIC] = float(metric)
+        meta[_FINGERPRINT] = {"state": fingerprint(state),
+                              "extra": None if extra is None else fingerprint(extra)}
         items = {"state": ocp.args.StandardSave(_to_host(state)), "meta": ocp.args.JsonSave(meta)}
         if extra is not None:
             items["extra"] = ocp.args.StandardSave(_to_host(extra))
@@ -94,10 +145,16 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The step with the best saved ``metric`` (ties: the earliest), or None."""
+        """The step with the best saved ``metric`` (ties: the earliest), or None.
+        Steps whose ``meta`` cannot be read are skipped (with a warning)."""
         best = None
         for step in sorted(self.steps()):
-            value = self.meta(step).get(_METRIC)
+            try:
+                value = self.meta(step).get(_METRIC)
+            except Exception as err:
+                _log.warning("checkpoint step %d in %s: meta unreadable (%s)",
+                             step, self.directory, _reason(err))
+                continue
             if value is None:
                 continue
             better = best is None or (value > best[1] if self.mode == "max" else value < best[1])
@@ -119,21 +176,76 @@ class Checkpointer:
     ) -> tuple[PyTree, PyTree | None, dict]:
         """``(state, extra, meta)`` of ``step`` (default: latest, or best with
         ``best=True``). ``target`` / ``extra_target`` are pytrees with the saved
-        structure (e.g. a freshly created state); their shardings are reused."""
+        structure (e.g. a freshly created state); their shardings are reused.
+
+        Without ``step``, a corrupted checkpoint (:class:`CheckpointCorrupted`)
+        is moved aside to ``<dir>.corrupt/`` with a warning and the next newest
+        (or next best) one is tried; ``FileNotFoundError`` when none is left.
+        With ``step``, its corruption raises :class:`CheckpointCorrupted`."""
         self.wait()
-        if step is None:
+        if step is not None:
+            return self._restore_step(step, target, extra_target)
+        while True:
             step = self.best_step() if best else self.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no {'best ' if best else ''}checkpoint in {self.directory}")
+            if step is None:
+                aside = self._corrupt_dir()
+                note = f" (the unreadable ones are in {aside})" if aside.exists() else ""
+                raise FileNotFoundError(f"no {'best ' if best else ''}checkpoint in {self.directory}{note}")
+            try:
+                return self._restore_step(step, target, extra_target)
+            except CheckpointCorrupted as err:
+                where = self._set_aside(step)
+                _log.warning("%s; moved it to %s and trying the previous checkpoint", err, where)
+
+    def _restore_step(self, step: int, target: PyTree, extra_target: PyTree | None) -> tuple:
+        """Restore ``step`` and check its fingerprint; any failure is :class:`CheckpointCorrupted`."""
         items = {"state": ocp.args.StandardRestore(_abstract(target)), "meta": ocp.args.JsonRestore()}
         if extra_target is not None:
             items["extra"] = ocp.args.StandardRestore(_abstract(extra_target))
-        out = self._manager.restore(step, args=ocp.args.Composite(**items))
+        try:
+            out = self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as err:  # orbax / tensorstore / json errors, often pages long
+            raise CheckpointCorrupted(
+                f"checkpoint step {step} in {self.directory / str(step)} cannot be restored: {_reason(err)}"
+            ) from None
         extra = out["extra"] if extra_target is not None else None
-        return out["state"], extra, dict(out["meta"])
+        meta = dict(out["meta"])
+        saved = meta.pop(_FINGERPRINT, None) or {}
+        damaged = saved.get("state") is not None and fingerprint(out["state"]) != saved["state"]
+        if extra is not None and saved.get("extra") is not None:
+            damaged |= fingerprint(extra) != saved["extra"]
+        if damaged:
+            raise CheckpointCorrupted(
+                f"checkpoint step {step} in {self.directory / str(step)} does not match the fingerprint "
+                "recorded when it was saved (its files were changed or damaged)"
+            )
+        return out["state"], extra, meta
+
+    def _corrupt_dir(self) -> pathlib.Path:
+        return self.directory.with_name(self.directory.name + ".corrupt")
+
+    def _set_aside(self, step: int) -> pathlib.Path:
+        """Move ``<dir>/<step>`` to ``<dir>.corrupt/<step>-<time>`` (process 0 of a
+        multi-process job) and make the manager forget it."""
+        dest = self._corrupt_dir() / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.directory / str(step)), dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxprune_checkpoint_set_aside_{step}")
+        self._manager.reload()
+        return dest
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an error, with its type (no traceback)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
