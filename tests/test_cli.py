@@ -1,6 +1,7 @@
 """Configs and the CLI: validation of keys and names, locked overrides, and a
 run killed with SIGKILL that resumes to bit-identical final parameters."""
 
+import json
 import os
 import pathlib
 import signal
@@ -138,3 +139,56 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     steps = [r["step"] for r in read_metrics(tmp_path / "victim", "train")]
     assert steps == [r["step"] for r in read_metrics(tmp_path / "straight", "train")]
     assert steps == sorted(set(steps))
+
+
+def test_start_run_refuses_a_previous_run_before_writing(tmp_path):
+    from jaxprune.pipelines import WorkdirError, start_run
+
+    config = _parse("--config.train.epochs=2")
+    start_run(config, tmp_path / "new")  # a new (missing) directory is fine
+    saved = (tmp_path / "new" / "config.json").read_text()
+    assert '"epochs": 2' in saved
+    other = _parse("--config.train.epochs=5")
+    with pytest.raises(WorkdirError, match=r"holds a previous run \(config\.json\).*--resume"):
+        start_run(other, tmp_path / "new")
+    assert (tmp_path / "new" / "config.json").read_text() == saved  # untouched
+    (tmp_path / "ckpt_only" / "train" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(WorkdirError, match=r"train/checkpoints"):
+        start_run(config, tmp_path / "ckpt_only")
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path):
+    from jaxprune.pipelines import WorkdirError, config_changes, start_run
+
+    start_run(_parse("--config.train.lr=0.1"), tmp_path)
+    same = _parse("--config.train.lr=0.1")
+    same.resume = True
+    start_run(same, tmp_path)  # the same config (resume itself is not a change)
+    changed = _parse("--config.train.lr=0.2", "--config.seed=3")
+    changed.resume = True
+    message = r"2 key\(s\): seed: 0 -> 3; train\.lr: 0\.1 -> 0\.2.*--allow_config_change"
+    with pytest.raises(WorkdirError, match=message):
+        start_run(changed, tmp_path)
+    start_run(changed, tmp_path, allow_config_change=True)
+    kept = sorted(p.name for p in tmp_path.glob("config.*.json"))
+    assert len(kept) == 1  # the previous config, beside the new config.json
+    old, new = (json.loads((tmp_path / n).read_text()) for n in (kept[0], "config.json"))
+    assert config_changes(old, new) == {"seed": (0, 3), "train.lr": (0.1, 0.2)}
+
+
+def test_cli_refuses_a_used_workdir_with_exit_2(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    args = [sys.executable, "-m", "experiments.run", f"--config={CONFIG}", f"--workdir={tmp_path}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "holds a previous run" in out.stderr and "Traceback" not in out.stderr
+    assert (tmp_path / "config.json").read_text() == "{}"
+
+
+def test_trainer_refuses_to_overwrite_checkpoints(tmp_path):
+    config = _parse("--config.train.epochs=1", "--config.train.batch_size=256")
+    dataset, model = setup(config)
+    Trainer(model, dataset, config.train, workdir=tmp_path).fit(progress=False)
+    with pytest.raises(ValueError, match=r"holds checkpoints of a previous run.*resume=True"):
+        Trainer(model, dataset, config.train, workdir=tmp_path).fit(progress=False)

@@ -15,6 +15,7 @@ import importlib
 import json
 import pathlib
 import pkgutil
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,75 @@ def first_batch(dataset: Any, batch_size: int, *, seed: int) -> dict:
     if normalize is not None:
         batch["x"] = np.asarray(normalize(batch["x"]))
     return batch
+
+
+class WorkdirError(ValueError):
+    """A run directory cannot be used as asked: it holds a previous run (and
+    ``resume`` is off), or resuming would change the run's config."""
+
+
+RUN_MARKERS = ("config.json", "results.json", "metrics.jsonl")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b": leaf}`` (lists and tuples are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` where the JSON forms of two configs differ
+    (``resume`` ignored); a key present in one only shows ``None`` on the other side."""
+    a, b = _flat(old), _flat(new)
+    keys = sorted((set(a) | set(b)) - {"resume"})
+    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+
+
+def start_run(config: Any, workdir: str | pathlib.Path, *, allow_config_change: bool = False) -> pathlib.Path:
+    """Check ``workdir`` against ``config`` BEFORE anything is written, then
+    write ``<workdir>/config.json`` (process 0). The same rule for every pipeline:
+
+    - a fresh run (``config.resume`` off) refuses a directory that holds a
+      previous run (``config.json``, ``results.json``, ``metrics.jsonl`` or
+      checkpoints anywhere below it): resume it or pick a new directory;
+    - a resumed run refuses a config that differs from the saved
+      ``config.json``, listing the changed keys, unless ``allow_config_change``;
+      then the previous config is kept as ``config.<time>.json`` beside the new one.
+
+    Raises :class:`WorkdirError`; returns the path of ``config.json``."""
+    import jax
+
+    workdir = pathlib.Path(workdir)
+    saved_path = workdir / "config.json"
+    new = json.loads(config.to_json_best_effort())
+    if not config.resume:
+        found = [m for m in RUN_MARKERS if (workdir / m).exists()]
+        found += [str(p.relative_to(workdir)) for p in workdir.rglob("checkpoints") if p.is_dir()][:3]
+        if found:
+            raise WorkdirError(
+                f"workdir {workdir} holds a previous run ({', '.join(found)}); continue it with --resume "
+                "or choose a new --workdir"
+            )
+    elif saved_path.exists():
+        changes = config_changes(json.loads(saved_path.read_text()), new)
+        if changes and not allow_config_change:
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+            raise WorkdirError(
+                f"--resume with a config that differs from {saved_path} in {len(changes)} key(s): {listed}. "
+                "Resume with the same config, or pass --allow_config_change to continue with the new one "
+                "(the old config is kept)"
+            )
+        if changes and jax.process_index() == 0:
+            saved_path.rename(workdir / f"config.{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(config.to_json_best_effort(indent=2) + "\n")
+    return saved_path
 
 
 def write_results(workdir: str | pathlib.Path, results: dict, name: str = "results.json") -> pathlib.Path:

@@ -11,8 +11,8 @@ because restoring always follows a target structure.
 
 Integrity: orbax does not checksum what it writes (flipped bytes restore as
 wrong numbers), so ``meta["fingerprint"]`` holds two 32-bit sums per leaf of
-``state`` and of ``extra`` (of the raw bits, plain and position-weighted),
-checked after every restore. Restoring the latest (or best) checkpoint falls back to
+``state`` and of ``extra`` (of the raw bits and of their squares), checked
+after every restore. Restoring the latest (or best) checkpoint falls back to
 the newest intact one when a checkpoint cannot be read or fails its
 fingerprint: the bad one is moved aside to ``<dir>.corrupt/<step>`` (never
 deleted) and a warning names the step, the reason and the checkpoint used.
@@ -27,7 +27,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
@@ -45,33 +44,28 @@ class CheckpointCorrupted(RuntimeError):
     contents do not match the fingerprint recorded when it was saved)."""
 
 
-def _leaf_bits(x: jax.Array) -> jax.Array:
-    """The raw bits of ``x`` as a flat uint32 vector (bool and 8/16-bit values widened)."""
-    x = jnp.ravel(x)
-    if x.dtype == jnp.bool_:
-        return x.astype(jnp.uint32)
-    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(x.dtype.itemsize)
-    if unsigned is None:  # 64-bit values (x64 mode): both halves
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
-    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
-
-
-@jax.jit
-def _fingerprint(tree: PyTree) -> jax.Array:
-    """(leaves, 2) uint32: per leaf, the wrapping sum of its bits and the sum
-    weighted by position (odd multipliers), so that any single flipped bit and
-    most reorderings change it."""
-    sums = []
-    for leaf in jax.tree.leaves(tree):
-        bits = _leaf_bits(leaf)
-        weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
-        sums.append(jnp.stack([jnp.sum(bits, dtype=jnp.uint32), jnp.sum(bits * weights, dtype=jnp.uint32)]))
-    return jnp.stack(sums) if sums else jnp.zeros((0, 2), jnp.uint32)
+def _host_leaf(x: Any) -> np.ndarray:
+    """A leaf as host data; a multi-process replicated array gives its local copy."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = x.addressable_data(0)
+    return np.asarray(x)
 
 
 def fingerprint(tree: PyTree) -> list[list[int]]:
-    """JSON-able :func:`_fingerprint` of ``tree`` (one device pass, one small transfer)."""
-    return np.asarray(jax.device_get(_fingerprint(tree))).tolist()
+    """Per leaf of ``tree``: ``[sum(bits), sum(bits**2)]`` (mod 2^32) of the raw
+    bits of its values (each value's bytes read as one unsigned integer), so
+    that any flipped bit, and almost any set of them, changes it. Computed on
+    the host (the data being saved or just restored)."""
+    out = []
+    for leaf in jax.tree.leaves(tree):
+        x = np.ascontiguousarray(_host_leaf(leaf)).reshape(-1)
+        unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[x.dtype.itemsize]
+        bits = x.view(unsigned)
+        if x.dtype.itemsize == 8:
+            bits = bits.view(np.uint32)
+        bits = bits.astype(np.uint32, copy=False)
+        out.append([int(np.sum(bits, dtype=np.uint32)), int(np.sum(bits * bits, dtype=np.uint32))])
+    return out
 
 
 def _to_host(tree: PyTree) -> PyTree:
@@ -130,11 +124,12 @@ class Checkpointer:
         meta = dict(meta or {})
         if metric is not None:
             meta[_METRIC] = float(metric)
+        state, extra = _to_host(state), None if extra is None else _to_host(extra)
         meta[_FINGERPRINT] = {"state": fingerprint(state),
                               "extra": None if extra is None else fingerprint(extra)}
-        items = {"state": ocp.args.StandardSave(_to_host(state)), "meta": ocp.args.JsonSave(meta)}
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if extra is not None:
-            items["extra"] = ocp.args.StandardSave(_to_host(extra))
+            items["extra"] = ocp.args.StandardSave(extra)
         metrics = None if metric is None else {_METRIC: float(metric)}
         self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
 

@@ -353,6 +353,12 @@ class Trainer:
         window: list[dict] = []  # step metrics since the last logged window (device scalars)
         if self.workdir is not None:
             ckpt = self.checkpointer()
+            if not resume and ckpt.latest_step() is not None:
+                ckpt.close()
+                raise ValueError(
+                    f"{self.workdir} holds checkpoints of a previous run (latest step {ckpt.latest_step()}); "
+                    "continue it with resume=True (--resume) or use a new workdir"
+                )
             if resume and ckpt.latest_step() is not None:
                 state, self.resumed_extra, self.resumed_meta = ckpt.restore(state, extra_target=extra)
                 data = self._check_data_state(self.resumed_meta["data"])
