@@ -5,7 +5,17 @@
   and, with ``feedback=False``, the Incremental baseline (Zhu & Gupta 2017).
 - :func:`sparse_params`, :func:`get_mask`, :func:`dpf_diagnostics`: read the
   pruning state wherever it sits inside an optax state (``optax.chain``,
-  ``named_chain``, ``inject_hyperparams``, ``MultiSteps``, ...).
+  ``named_chain``, ``inject_hyperparams``, ``MultiSteps``, ``masked``,
+  ``multi_transform``, chains of chains, ...).
+
+Composition: both transformations work inside ``optax.inject_hyperparams``
+(``init`` and ``update`` under ``jit``; the factory is re-run on traced
+hyperparameters, so a sparsity given as a hyperparameter is a traced scalar)
+and as a branch of ``optax.multi_transform`` / inside ``optax.masked`` (the
+leaves the branch does not own arrive as ``optax.MaskedNode`` placeholders;
+they are never pruned by that branch and hold ``None`` in its mask, where a
+``None`` may stand for a whole sub-tree when the label was given for one).
+:func:`get_mask` / :func:`sparse_params` combine the masks of several branches.
 
 The train step with DPF (gradient at the pruned weights, applied unmasked to
 the dense weights: error feedback)::
@@ -44,6 +54,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -52,7 +63,6 @@ from jaxprune import measures as _measures
 from jaxprune._validate import check_choice, check_number
 from jaxprune.tree import (
     PyTree,
-    apply_mask,
     check_mask_shapes,
     check_same_structure,
     full_mask,
@@ -72,6 +82,117 @@ __all__ = [
     "set_mask",
     "sparse_params",
 ]
+
+
+# --------------------------------------------------------------------------- composition helpers
+
+
+def _is_hidden(x: Any) -> bool:
+    """A leaf (or sub-tree) another ``optax.multi_transform`` branch / the
+    outside of an ``optax.masked`` owns: optax hands the inner transformation an
+    ``optax.MaskedNode`` placeholder there."""
+    return isinstance(x, optax.MaskedNode)
+
+
+def _none_or_hidden(x: Any) -> bool:
+    return x is None or _is_hidden(x)
+
+
+def _hidden_to_none(tree: PyTree) -> PyTree:
+    """``tree`` with every ``optax.MaskedNode`` placeholder replaced by ``None``."""
+    return jax.tree.map(lambda x: None if _is_hidden(x) else x, tree, is_leaf=_is_hidden)
+
+
+def _selects(leaf: Any) -> bool:
+    """Whether a prunable-flag / mask leaf selects its leaf (``None``/``False`` do not)."""
+    if leaf is None:
+        return False
+    if isinstance(leaf, bool | np.bool_):
+        return bool(leaf)
+    return True
+
+
+def _restrict_to_visible(params: PyTree, tree: PyTree, name: str) -> PyTree:
+    """``tree`` (a prunable flag tree or a mask, given for the full params or for
+    the branch) with ``None`` where ``params`` holds an ``optax.MaskedNode``.
+
+    Selecting a leaf this transformation does not see is an error: it could not
+    keep that leaf pruned (the other branch updates it), and silently dropping
+    the selection would leave the weights dense."""
+    flat, treedef = jax.tree.flatten_with_path(params, is_leaf=_none_or_hidden)
+    if not any(_is_hidden(w) for _, w in flat):
+        return tree
+    try:
+        subs = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name} does not match the structure of params: {err}") from None
+    out, chosen = [], []
+    for (path, w), sub in zip(flat, subs, strict=True):
+        if not _is_hidden(w):
+            out.append(sub)
+            continue
+        leaves = jax.tree.leaves_with_path(sub, is_leaf=is_none)
+        chosen += [path_str(path + p) for p, x in leaves if _selects(x)]
+        out.append(None)
+    if chosen:
+        raise ValueError(
+            f"{name} selects {chosen[:8]}, which this transformation does not see: optax passed "
+            "optax.MaskedNode there (the leaves belong to another optax.multi_transform branch or are "
+            f"outside optax.masked); set those {name} leaves to None/False and prune them in the "
+            "branch that owns them"
+        )
+    return jax.tree.unflatten(treedef, out)
+
+
+def _map_masked(
+    fn: Callable[..., Any], mask: PyTree, tree: PyTree, *rest: PyTree, what: str = "updates"
+) -> PyTree:
+    """``fn(m, x, *r)`` on every non-``None`` mask leaf; elsewhere ``tree``'s
+    sub-tree passes through unchanged (``None`` may stand for a whole sub-tree,
+    and ``tree`` may hold ``optax.MaskedNode`` placeholders there)."""
+    try:
+        jax.tree.structure(mask, is_leaf=is_none).flatten_up_to(tree)
+    except (ValueError, TypeError):
+        check_same_structure(_hidden_to_none(tree), mask, what, "mask")  # names the differing paths
+        raise
+
+    def one(path: tuple, m: Any, x: Any, *r: Any) -> Any:
+        if m is None or x is None:
+            return x
+        if _is_hidden(x):
+            raise ValueError(
+                f"the mask has an array at {path_str(path)}, but optax passed optax.MaskedNode there "
+                "(the leaf belongs to another multi_transform branch): this branch's mask must be None there"
+            )
+        if not hasattr(x, "shape") or jnp.shape(m) != jnp.shape(x):
+            got = jnp.shape(x) if hasattr(x, "shape") else type(x).__name__
+            raise ValueError(
+                f"mask leaf at {path_str(path)} has shape {jnp.shape(m)}, but the {what} leaf is {got}"
+            )
+        return fn(m, x, *r)
+
+    return jax.tree.map_with_path(one, mask, tree, *rest, is_leaf=is_none)
+
+
+def _fail_at_runtime(pred: jax.Array, message: Callable[..., str], *args: jax.Array) -> None:
+    """Raise ``ValueError(message(*args))`` from the running computation when the
+    traced ``pred`` is true (a host callback, only taken when ``pred`` holds).
+    Under ``jit`` the error surfaces as ``jax.errors.JaxRuntimeError`` carrying
+    the message, at the call or at the next blocking read of its results."""
+
+    def fail(bad: Any, *vals: Any) -> None:
+        # ``pred`` is checked again on the host: under ``vmap`` with a batched ``pred`` the cond
+        # becomes a select that runs the callback (once per element) whatever ``pred`` is.
+        if np.asarray(bad).item():
+            raise ValueError(message(*(np.asarray(v).item() for v in vals)))
+
+    lax.cond(pred, lambda: jax.debug.callback(fail, pred, *args), lambda: None)
+
+
+def _copy_mask(mask: PyTree) -> PyTree:
+    """New boolean buffers (``jnp.array`` copies): donating a state holding them
+    cannot delete the caller's arrays."""
+    return jax.tree.map(lambda m: m if m is None else jnp.array(m, bool, copy=True), mask, is_leaf=is_none)
 
 
 # --------------------------------------------------------------------------- fixed mask
@@ -101,6 +222,8 @@ def masked_update(
     shapes on prunable leaves and ``None`` elsewhere (``None`` leaves are left
     alone). The transformation replaces the updates it receives at pruned
     coordinates by exactly 0 (``jnp.where``, so NaN/inf cannot leak through).
+    The state holds a copy of ``mask`` (donating the state leaves the caller's
+    arrays intact).
 
     Guarantee (start from masked params, e.g. ``jp.apply_mask(params, mask)``):
 
@@ -116,22 +239,26 @@ def masked_update(
       without (Nesterov) momentum), ``add_decayed_weights``, ``adam``/``adamw``
       with ``eps > 0`` started from a fresh state; not for additive noise or a
       momentum state carried over from dense training.
+
+    As a branch of ``optax.multi_transform`` (or inside ``optax.masked``),
+    ``mask`` may be given for the full params or for the branch; the leaves of
+    other branches must be ``None`` in it (an array there raises ``ValueError``:
+    this branch cannot keep them pruned).
     """
     if inner is not None:
         return optax.chain(inner, masked_update(mask))
 
     def init_fn(params: PyTree) -> MaskedState:
-        _check_mask_leaves(params, mask)
-        # a copy: donating the state must not invalidate the caller's mask arrays
-        return MaskedState(
-            mask=jax.tree.map(lambda m: m if m is None else jnp.array(m, bool), mask, is_leaf=is_none)
-        )
+        own = _restrict_to_visible(params, mask, "mask")
+        _check_mask_leaves(_hidden_to_none(params), own)
+        return MaskedState(mask=_copy_mask(own))
 
     def update_fn(
         updates: PyTree, state: MaskedState, params: PyTree | None = None
     ) -> tuple[PyTree, MaskedState]:
         del params
-        return apply_mask(updates, state.mask), state
+        zero = lambda m, u: jnp.where(m, u, jnp.zeros((), jnp.result_type(u)))
+        return _map_masked(zero, state.mask, updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -191,22 +318,72 @@ Schedule = Callable[[Any], Any]
 _CHECK_STEPS = (0, 1, 2, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 
-def _as_schedule(schedule: float | Schedule, update_every: int) -> Schedule:
-    """A float -> constant schedule; a callable is probed on Python int steps."""
+def _as_schedule(schedule: float | Schedule, update_every: int) -> tuple[Schedule, bool]:
+    """A number -> constant schedule; a callable must be jittable (traced on an
+    int32 step) and return a scalar, and is probed on Python int steps. Returns
+    the schedule and whether its values still need the run-time range check
+    (all but a validated constant).
+
+    Every check runs on concrete values only, so building ``dpf`` inside a
+    traced function (``optax.inject_hyperparams`` re-runs its factory under
+    ``jit``) works: the probe evaluates the schedule eagerly
+    (``jax.ensure_compile_time_eval``); a schedule, or a constant, that depends
+    on traced values (a hyperparameter) cannot be probed and is checked at every
+    mask update instead (see :func:`dpf`)."""
     if not callable(schedule):
+        if isinstance(schedule, jax.core.Tracer):  # a traced hyperparameter: checked at run time
+            if jnp.ndim(schedule) != 0:
+                raise ValueError(
+                    f"schedule must be a scalar sparsity, got an array of shape {jnp.shape(schedule)}"
+                )
+            return (lambda step: jnp.asarray(schedule, jnp.float32)), True
+        numeric = isinstance(schedule, int | float | np.number | np.ndarray | jax.Array)
+        if not numeric or isinstance(schedule, bool | np.bool_) or jnp.ndim(schedule) != 0:
+            raise ValueError(
+                f"schedule must be a sparsity in [0, 1] (a scalar number) or a callable step -> sparsity, "
+                f"got {schedule!r}"
+            )
         check_number("schedule", schedule, low=0.0, high=1.0)
         value = float(schedule)
-        return lambda step: jnp.full((), value, jnp.float32)
-    for step in sorted({*_CHECK_STEPS, update_every}):
-        try:
-            value = float(schedule(step))
-        except Exception as err:  # a schedule that cannot take a Python int is unusable here
-            raise ValueError(
-                f"schedule({step}) failed: {err!r}; schedule must map an int step to a sparsity"
-            ) from err
-        if not 0.0 <= value <= 1.0:  # also rejects NaN
-            raise ValueError(f"schedule({step})={value!r} is outside the valid range [0, 1]")
-    return schedule
+        return (lambda step: jnp.full((), value, jnp.float32)), False
+    try:
+        out = jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
+    except Exception as err:  # any failure: the schedule cannot run inside the step
+        raise ValueError(
+            f"schedule(<traced int32 step>) failed: {err!r}; schedule must be jittable (jnp operations "
+            "on the step, no Python `if` on it), mapping an int step to a sparsity"
+        ) from err
+    shapes = [jnp.shape(o) for o in jax.tree.leaves(out)]
+    if shapes != [()]:
+        raise ValueError(f"schedule must return one scalar sparsity, got shapes {shapes}")
+    with jax.ensure_compile_time_eval():
+        for step in sorted({*_CHECK_STEPS, update_every}):
+            try:
+                value = schedule(step)
+            except Exception as err:  # cannot take a Python int: unusable
+                raise ValueError(
+                    f"schedule({step}) failed: {err!r}; schedule must map an int step to a sparsity"
+                ) from err
+            if isinstance(value, jax.core.Tracer):  # closes over traced values: checked at run time only
+                return schedule, True
+            value = float(jnp.reshape(jnp.asarray(value), ()))
+            if not 0.0 <= value <= 1.0:  # also rejects NaN
+                raise ValueError(f"schedule({step})={value!r} is outside the valid range [0, 1]")
+    return schedule, True
+
+
+def _static_int(name: str, value: Any, low: int, none_ok: bool = False) -> None:
+    if none_ok and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        hint = (
+            f"; under optax.inject_hyperparams pass static_args=({name!r},)"
+            if isinstance(value, jax.Array | np.ndarray)
+            else ""
+        )
+        kind = "None or a Python int" if none_ok else "a Python int"
+        raise TypeError(f"{name} must be {kind} >= {low}, got {value!r}{hint}")
+    check_number(name, value, low=low)
 
 
 _SCORER_ARGS = ("params", "key", "grads")
@@ -232,6 +409,20 @@ def _scorer_args(scorer: Callable[..., PyTree]) -> tuple[str, ...]:
     )
 
 
+def _misplaced_message(t: int, count: int, worst: float) -> str:
+    return (
+        f"dpf(feedback=False) (Incremental): at update {t}, {count} coordinates pruned by the previous mask "
+        f"update are nonzero in the params (max |w| = {worst:.3g}). Its output update -w zeroes a pruned "
+        "weight only if nothing transforms it afterwards: place dpf(feedback=False) LAST in the chain or "
+        "pass the optimizer as inner= (e.g. optax.chain(add_decayed_weights(wd), sgd(lr, momentum), "
+        "dpf(..., feedback=False))), and do not change the params outside the optimizer"
+    )
+
+
+def _bad_schedule_message(t: int, value: float) -> str:
+    return f"schedule({t})={value!r} is outside the valid range [0, 1] (target sparsity at mask update {t})"
+
+
 def dpf(
     schedule: float | Schedule,
     *,
@@ -249,9 +440,16 @@ def dpf(
     Args:
       schedule: target sparsity of the prunable set (fraction of zeros) as a
         function of the step (e.g. ``jp.masks.polynomial_schedule(0.9, 0, T)``)
-        or a constant float. Probed on Python int steps at construction (values
-        must lie in ``[0, 1]``); traced values are clipped to ``[0, 1]``.
-      update_every: the reparametrization period ``p`` (int >= 1; paper: 16).
+        or a constant. A callable must be jittable and return a scalar; it is
+        probed on Python int steps at construction (values must lie in
+        ``[0, 1]``, else ``ValueError``). Except for a constant number, the
+        value is checked again at every mask update: one outside ``[0, 1]`` or
+        NaN (a step the probe missed, or a traced hyperparameter) makes the
+        step fail at run time with that message (a ``ValueError`` raised from
+        a host callback; under ``jit`` it arrives as
+        ``jax.errors.JaxRuntimeError``).
+      update_every: the reparametrization period ``p`` (Python int >= 1;
+        paper: 16). Under ``optax.inject_hyperparams`` it must be a static arg.
       scorer: scores from the DENSE params, called by the names of its
         parameters: ``scorer(params)``, ``scorer(key, params)`` (``key`` =
         ``fold_in(key, t)``) or ``scorer(params, grads)`` (``grads`` = the
@@ -261,15 +459,28 @@ def dpf(
       scope: ``"global"`` | ``"layer"`` | ``"neuron"`` | ``"filter"`` (see
         :func:`jaxprune.masks.topk`).
       prunable: which leaves are pruned (bool pytree or mask; default
-        :func:`default_prunable`, the paper's set).
+        :func:`default_prunable`, the paper's set, computed over the leaves the
+        transformation sees: in an ``optax.multi_transform`` branch, the
+        branch's leaves; selecting another branch's leaf is a ``ValueError``).
       feedback: ``True`` = DPF: updates pass through UNMASKED, so pruned dense
         weights keep learning and can come back. ``False`` = Incremental: the
         mask only shrinks (the previous mask is passed to ``topk``) and the
         output update of a pruned coordinate is ``-w``, which sets the dense
         weight to exactly 0 and keeps it there. For this the transformation
         must see the FINAL updates: put it last in the chain or pass the
-        optimizer as ``inner``.
-      freeze_after: if given (int >= 0), no mask update after this step.
+        optimizer as ``inner``. Placement cannot be made irrelevant: in optax a
+        transformation only returns its own output, which every later one
+        (momentum, weight decay, the ``-lr`` scaling) transforms again, so
+        placed first the ``-w`` does not reach the params and pruned weights
+        drift away from 0. This misuse is detected instead: at the update right
+        after each mask update (and at every mask update) the params at
+        coordinates the previous mask pruned must be exactly 0, which holds in
+        the correct placement and fails in any other from the first step after
+        something was pruned; otherwise the step fails at run time with a
+        ``ValueError`` naming the fix (same mechanism as the schedule check;
+        cost: one pass over the prunable params per mask update, none on the
+        other steps).
+      freeze_after: if given (Python int >= 0), no mask update after this step.
         Default: keep updating every ``p`` steps until the end (paper, Figure 4).
       key: PRNG key, required by scorers that take ``key``.
       inner: optional optimizer to wrap: ``optax.chain(inner, dpf(...))``.
@@ -283,33 +494,44 @@ def dpf(
     with Algorithm 1 (whose forward pass of step ``t`` already uses the mask of
     ``w_t``), the new mask enters one step later: the forward pass of step
     ``t`` runs before ``update(t)`` is called. The top-k runs under
-    ``lax.cond``, only on mask-update steps; other steps are a pass-through.
+    ``lax.switch``, only on mask-update steps; other steps are a pass-through
+    (Incremental: plus the zero check on the step after a mask update).
+
+    Composition: works inside ``optax.inject_hyperparams`` under ``jit`` (the
+    schedule or a constant sparsity may itself be an injected hyperparameter,
+    then checked at run time only) and as a branch of
+    ``optax.multi_transform`` / inside ``optax.masked`` (other branches'
+    leaves are ``None`` in the mask, never pruned by this branch).
     """
-    if isinstance(update_every, bool) or not isinstance(update_every, int):
-        raise TypeError(f"update_every must be a Python int >= 1, got {update_every!r}")
-    check_number("update_every", update_every, low=1)
+    _static_int("update_every", update_every, 1)
     check_choice("scope", scope, _masks.SCOPES)
-    check_choice("feedback", feedback, (True, False))
-    if freeze_after is not None:
-        if isinstance(freeze_after, bool) or not isinstance(freeze_after, int):
-            raise TypeError(f"freeze_after must be None or a Python int >= 0, got {freeze_after!r}")
-        check_number("freeze_after", freeze_after, low=0)
-    schedule_fn = _as_schedule(schedule, update_every)
+    if not isinstance(feedback, bool | np.bool_):
+        raise TypeError(f"feedback must be a Python bool, got {feedback!r}")
+    feedback = bool(feedback)
+    _static_int("freeze_after", freeze_after, 0, none_ok=True)
+    schedule_fn, check_values = _as_schedule(schedule, update_every)
     arg_names = _scorer_args(scorer)
     if "key" in arg_names and key is None:
         raise ValueError(f"scorer {getattr(scorer, '__name__', scorer)!r} takes a PRNG key: pass key=")
 
     def init_fn(params: PyTree) -> DPFState:
-        flags = default_prunable(params) if prunable is None else resolve_prunable(params, prunable)
+        visible = _hidden_to_none(params)
+        if prunable is None:
+            flags = default_prunable(visible)
+        else:
+            flags = resolve_prunable(visible, _restrict_to_visible(params, prunable, "prunable"))
         if not any(jax.tree.leaves(flags)):
             raise ValueError("prunable selects no leaf of params: nothing to prune")
         zeros = [jnp.zeros((), jnp.float32) for _ in range(3)]  # distinct buffers: donation-safe
-        return DPFState(jnp.zeros((), jnp.int32), full_mask(params, flags), *zeros)
+        return DPFState(jnp.zeros((), jnp.int32), full_mask(visible, flags), *zeros)
 
     def new_mask(t: jax.Array, old: PyTree, params: PyTree, grads: PyTree) -> tuple:
         """The mask of ``params`` at sparsity ``schedule(t)`` and its statistics.
         ``old``/``params``/``grads`` hold ``None`` on non-prunable leaves."""
-        sparsity = jnp.clip(jnp.asarray(schedule_fn(t), jnp.float32), 0.0, 1.0)
+        raw = jnp.reshape(jnp.asarray(schedule_fn(t), jnp.float32), ())
+        if check_values:  # NaN included
+            _fail_at_runtime(~((raw >= 0.0) & (raw <= 1.0)), _bad_schedule_message, t, raw)
+        sparsity = jnp.clip(raw, 0.0, 1.0)
         inputs = {"params": params, "grads": grads}
         if key is not None:
             inputs["key"] = jax.random.fold_in(key, t)
@@ -325,35 +547,67 @@ def dpf(
             _measures.mask_flips(old, mask).astype(jnp.float32),
         )
 
+    def check_pruned_zero(t: jax.Array, old: PyTree, params: PyTree) -> None:
+        """Incremental's placement check: coordinates ``old`` prunes are exactly 0."""
+        pairs = [
+            (m, w)
+            for m, w in zip(
+                jax.tree.leaves(old, is_leaf=is_none), jax.tree.leaves(params, is_leaf=is_none), strict=True
+            )
+            if m is not None
+        ]
+        count = sum((jnp.sum(~m & (w != 0), dtype=jnp.int32) for m, w in pairs), jnp.zeros((), jnp.int32))
+        worst = jnp.max(
+            jnp.stack([jnp.max(jnp.where(m, 0.0, jnp.abs(w).astype(jnp.float32))) for m, w in pairs])
+        )
+        _fail_at_runtime(count > 0, _misplaced_message, t, count, worst)
+
     def update_fn(updates: PyTree, state: DPFState, params: PyTree | None = None) -> tuple[PyTree, DPFState]:
         if params is None:
             raise ValueError("dpf needs the params: call tx.update(grads, opt_state, params)")
-        check_same_structure(params, state.mask, "params", "opt_state mask")
+        check_same_structure(_hidden_to_none(params), state.mask, "params", "opt_state mask")
         t = state.count
         due = t % update_every == 0
         if freeze_after is not None:
             due = due & (t <= freeze_after)
-        # The cond gets exactly what the mask update reads, as explicit operands:
+        # DPF: 0 pass-through, 1 mask update. Incremental: 0 pass-through, 1 placement check
+        # (the update right after a mask update), 2 mask update (+ the check).
+        index = due.astype(jnp.int32)
+        if not feedback:
+            after = (t >= 1) & ((t - 1) % update_every == 0)
+            if freeze_after is not None:
+                after = after & (t - 1 <= freeze_after)
+            index = jnp.where(due, 2, after.astype(jnp.int32))
+        # The switch gets exactly what the mask update reads, as explicit operands:
         # the prunable leaves only (None elsewhere), the grads only if the scorer takes them.
         only_prunable = lambda tree: jax.tree.map(
             lambda m, x: None if m is None else x, state.mask, tree, is_leaf=is_none
         )
         grads_in = only_prunable(updates) if "grads" in arg_names else None
-        mask, sparsity, delta, flips = lax.cond(
-            due,
-            lambda old, w, g: new_mask(t, old, w, g),
-            lambda old, w, g: (old, state.target_sparsity, state.delta, state.flip_fraction),
+        stats = (state.target_sparsity, state.delta, state.flip_fraction)
+
+        def keep(old: PyTree, w: PyTree, g: PyTree) -> tuple:
+            return (old, *stats)
+
+        def check_only(old: PyTree, w: PyTree, g: PyTree) -> tuple:
+            check_pruned_zero(t, old, w)
+            return (old, *stats)
+
+        def update_mask(old: PyTree, w: PyTree, g: PyTree) -> tuple:
+            if not feedback:
+                check_pruned_zero(t, old, w)
+            return new_mask(t, old, w, g)
+
+        mask, sparsity, delta, flips = lax.switch(
+            index,
+            [keep, update_mask] if feedback else [keep, check_only, update_mask],
             state.mask,
             only_prunable(params),
             grads_in,
         )
         if not feedback:
-            updates = jax.tree.map(
-                lambda m, u, w: u if m is None else jnp.where(m, u, -w).astype(jnp.result_type(u)),
-                mask,
-                updates,
-                params,
-                is_leaf=is_none,
+            updates = _map_masked(
+                lambda m, u, w: jnp.where(m, u, -w).astype(jnp.result_type(u)), mask, updates, params
             )
         return updates, DPFState(t + 1, mask, sparsity, delta, flips)
 
@@ -380,24 +634,147 @@ def _one_state(opt_state: PyTree, types: tuple[type, ...]) -> Any:
     return found[0]
 
 
-def get_mask(opt_state: PyTree) -> PyTree:
-    """The current mask held by the (single) :func:`dpf` or :func:`masked_update`
-    state anywhere inside ``opt_state`` (bool leaves, ``None`` = not prunable)."""
-    return _one_state(opt_state, (DPFState, MaskedState)).mask
+def _children(node: Any) -> tuple[list[Any], Any]:
+    """One level of a pytree node: its children (``None`` kept) and how to rebuild it."""
+    return jax.tree.flatten(node, is_leaf=lambda x: x is not node)
+
+
+def _merge_masks(a: PyTree, b: PyTree, path: str = "") -> PyTree:
+    """One mask from the masks of several branches: ``None`` (this branch does
+    not prune here, possibly a whole sub-tree) gives way to the other mask; two
+    arrays at one leaf are an error."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if hasattr(a, "shape") or hasattr(b, "shape"):
+        raise ValueError(
+            f"two pruning states of opt_state both mask {path or '<root>'}; expected one mask per leaf "
+            "(use one masked_update / dpf per leaf, e.g. one per multi_transform branch)"
+        )
+    kids_a, def_a = _children(a)
+    kids_b, def_b = _children(b)
+    if def_a != def_b:
+        raise ValueError(f"the masks of opt_state's pruning states differ in structure at {path or '<root>'}")
+    keys = [path_str(p) for p, _ in jax.tree.flatten_with_path(a, is_leaf=lambda x: x is not a)[0]]
+    merged = [
+        _merge_masks(x, y, f"{path}/{k}" if path else k) for x, y, k in zip(kids_a, kids_b, keys, strict=True)
+    ]
+    return jax.tree.unflatten(def_a, merged)
+
+
+def _prefix_check(mask: PyTree, tree: PyTree, what: str) -> None:
+    """``mask``'s structure (``None`` leaves included) must be a prefix of ``tree``'s."""
+    try:
+        jax.tree.structure(mask, is_leaf=is_none).flatten_up_to(tree)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{what} does not match the structure of the mask: {err}") from None
+
+
+def _expand(mask: PyTree, params: PyTree) -> PyTree:
+    """``mask`` with ``params``' full structure: a ``None`` standing for a sub-tree
+    becomes ``None`` on each of its leaves."""
+    _prefix_check(mask, params, "params")
+    none_like = lambda sub: jax.tree.map(lambda _: None, sub, is_leaf=is_none)
+    return jax.tree.map(lambda m, sub: none_like(sub) if m is None else m, mask, params, is_leaf=is_none)
+
+
+def get_mask(opt_state: PyTree, params: PyTree | None = None) -> PyTree:
+    """The current mask (bool leaves, ``None`` = not prunable) held by the
+    :func:`dpf` / :func:`masked_update` state anywhere inside ``opt_state``.
+
+    Several such states (e.g. one per ``optax.multi_transform`` branch) are
+    combined into one mask when they prune disjoint leaves (``ValueError`` if two
+    mask the same leaf). A branch labelled by sub-tree holds a single ``None``
+    for another branch's whole sub-tree; pass ``params`` to get the mask with
+    the params' full structure (``None`` on each of those leaves).
+
+    The arrays are the state's own (no copy): copy them (``jaxprune.tree.fresh_copy``)
+    before a train step that donates the state if you keep them."""
+    found = _find(opt_state, (DPFState, MaskedState))
+    if not found:
+        raise ValueError(
+            "opt_state holds no DPFState or MaskedState: build the optimizer with jp.optax.dpf / "
+            "masked_update"
+        )
+    mask = found[0].mask
+    for other in found[1:]:
+        mask = _merge_masks(mask, other.mask)
+    return mask if params is None else _expand(mask, params)
 
 
 def set_mask(opt_state: PyTree, mask: PyTree) -> PyTree:
-    """``opt_state`` with every :func:`masked_update` state holding ``mask``
-    (e.g. a new round's mask in a freshly initialized optimizer). Jittable."""
+    """``opt_state`` with its :func:`masked_update` state(s) holding a COPY of
+    ``mask`` (e.g. a new round's mask in a freshly initialized optimizer; the
+    copy keeps the caller's arrays valid when a train step donates the state).
+    Jittable.
+
+    ``mask``: bool arrays with the leaf shapes, ``None`` where not pruned. With
+    one ``masked_update`` state it replaces that state's mask. With several
+    (e.g. one per ``optax.multi_transform`` branch), each keeps the part of
+    ``mask`` on the leaves it already masks (``None`` elsewhere), and every
+    array of ``mask`` must land in one of them. ``ValueError`` if ``opt_state``
+    holds no ``masked_update`` state (:func:`dpf` computes its own masks), for
+    non-boolean leaves or shapes that differ from the current mask's."""
     is_masked = lambda s: isinstance(s, MaskedState)
-    return jax.tree.map(lambda s: MaskedState(mask) if is_masked(s) else s, opt_state, is_leaf=is_masked)
+    states = _find(opt_state, (MaskedState,))
+    if not states:
+        raise ValueError(
+            "set_mask: opt_state holds no MaskedState; build the optimizer with jp.optax.masked_update"
+        )
+    for path, m in jax.tree.leaves_with_path(mask, is_leaf=is_none):
+        if m is not None and jnp.result_type(m) != jnp.bool_:
+            raise TypeError(f"mask leaf at {path_str(path)} must be boolean, got {jnp.result_type(m)}")
+    new = _copy_mask(mask)
+    same = lambda old: jax.tree.structure(old, is_leaf=is_none) == jax.tree.structure(new, is_leaf=is_none)
+    if len(states) == 1 and same(states[0].mask):
+        parts = [_route(states[0].mask, new, keep_new_leaves=True)]
+    else:
+        parts = [_route(s.mask, new, keep_new_leaves=False) for s in states]
+        placed = {p for part in parts for p in _array_paths(part)}
+        lost = sorted(set(_array_paths(new)) - placed)
+        if lost:
+            raise ValueError(
+                f"set_mask: no masked_update state of opt_state masks {lost[:5]} (with several states, e.g. "
+                "one per multi_transform branch, each keeps the leaves it already masks)"
+            )
+    it = iter(parts)
+    return jax.tree.map(lambda s: MaskedState(next(it)) if is_masked(s) else s, opt_state, is_leaf=is_masked)
+
+
+def _array_paths(mask: PyTree) -> list[str]:
+    return [path_str(p) for p, m in jax.tree.leaves_with_path(mask, is_leaf=is_none) if m is not None]
+
+
+def _route(old: PyTree, new: PyTree, keep_new_leaves: bool) -> PyTree:
+    """The part of ``new`` a state whose mask is ``old`` takes: shapes must agree
+    where both hold arrays; where ``old`` is ``None`` (possibly for a sub-tree),
+    ``new`` is kept only if ``keep_new_leaves`` (one state, same structure)."""
+    _prefix_check(old, new, "mask")
+
+    def one(path: tuple, o: Any, m: Any) -> Any:
+        if o is None:
+            return m if keep_new_leaves else None
+        if m is not None and jnp.shape(o) != jnp.shape(m):
+            raise ValueError(
+                f"mask leaf at {path_str(path)} has shape {jnp.shape(m)}, expected {jnp.shape(o)}"
+            )
+        return m
+
+    return jax.tree.map_with_path(one, old, new, is_leaf=is_none)
 
 
 def sparse_params(params: PyTree, opt_state: PyTree) -> PyTree:
     """``m * w``: the params with the current mask applied (pruned entries
-    exactly 0, non-prunable leaves unchanged); the weights of the forward pass
-    and of the final sparse model. Jittable, no recomputation."""
-    return apply_mask(params, get_mask(opt_state))
+    exactly 0, non-prunable leaves unchanged, the same objects); the weights of
+    the forward pass and of the final sparse model. Jittable, no recomputation.
+    Combines the masks of several branches as :func:`get_mask` does."""
+    return _map_masked(
+        lambda m, w: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
+        get_mask(opt_state),
+        params,
+        what="params",
+    )
 
 
 def dpf_diagnostics(opt_state: PyTree) -> dict[str, jax.Array]:

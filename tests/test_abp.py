@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.linear_model import Lasso, LinearRegression
 
 from jaxprune import abp
@@ -230,3 +232,203 @@ def test_layer_without_bias_refits_through_origin():
         ref = LinearRegression(fit_intercept=False).fit(x[:, idx].astype(np.float64), x @ kernel[:, j])
         np.testing.assert_allclose(new["lin"]["kernel"][idx, j], ref.coef_, rtol=1e-4, atol=1e-5)
     assert set(new["lin"]) == {"kernel"}
+
+
+# ----------------------------------------------------------------------------- degenerate data (issue 17)
+DEGENERATE = ("zeros", "single", "constant", "zero_kernel", "dead_relu")
+
+
+def _degenerate_case(kind, seed):
+    """The hand-worked network's shapes with random weights, on data that make
+    some layer's input covariance zero."""
+    rng = np.random.default_rng(seed)
+    k1, b1 = rng.normal(size=(2, 3)), rng.normal(size=3)
+    k2, b2 = rng.normal(size=(3, 1)), rng.normal(size=1)
+    x = rng.normal(size=(6, 2))
+    if kind == "zeros":
+        x = np.zeros_like(x)
+    elif kind == "single":
+        x = x[:1]
+    elif kind == "constant":
+        x = np.tile(x[:1], (6, 1))
+    elif kind == "zero_kernel":
+        k1 = np.zeros_like(k1)
+    elif kind == "dead_relu":  # every hidden pre-activation < 0 on the data
+        x, k1, b1 = np.abs(x) + 0.1, -np.abs(k1), -np.abs(b1) - 0.1
+    f32 = lambda a: np.asarray(a, np.float32)
+    params = {"hidden": {"kernel": f32(k1), "bias": f32(b1)}, "out": {"kernel": f32(k2), "bias": f32(b2)}}
+    return params, f32(x)
+
+
+def _np_forward(params, x):
+    """float64 numpy forward pass of TwoLayer: (hidden activations, output)."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    h = np.maximum(x.astype(np.float64) @ p["hidden"]["kernel"] + p["hidden"]["bias"], 0.0)
+    return h, h @ p["out"]["kernel"] + p["out"]["bias"]
+
+
+@given(kind=st.sampled_from(DEGENERATE), seed=st.integers(0, 2**16), method=st.sampled_from(abp.METHODS))
+def test_degenerate_data_give_finite_exact_refits(kind, seed, method):
+    """Zero input covariance (all-zero inputs, one sample, constant inputs, an
+    all-zero kernel, dead ReLUs) used to put NaN into ABP-M's weights. Now:
+    finite everywhere; the output layer, whose inputs are constant in every
+    case, keeps its original kept weights (ABP-M) or drops them (ABP-L, the
+    LASSO optimum for zero-variance inputs), with a bias that reproduces its
+    original outputs; where every layer's fit is exact, so is the network."""
+    params, x = _degenerate_case(kind, seed)
+    new, mask, _ = abp.prune(apply_fn, params, x, method=method, q=0.5, eta=0.2)
+    for leaf in jax.tree.leaves(new):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    if method == "mag":
+        return
+    h0, y0 = _np_forward(params, x)
+    keep = np.asarray(mask["out"]["kernel"])
+    w_out = np.asarray(new["out"]["kernel"], np.float64)
+    expected_w = np.where(keep, params["out"]["kernel"], 0.0) if method == "M" else np.zeros_like(w_out)
+    np.testing.assert_allclose(w_out, expected_w, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(h0 @ w_out + np.asarray(new["out"]["bias"]), y0, rtol=1e-5, atol=1e-5)
+    if kind != "dead_relu":  # the hidden refit is exact too (constant inputs or a constant target)
+        np.testing.assert_allclose(_np_forward(new, x)[1], y0, rtol=1e-4, atol=1e-4)
+
+
+def _data_with_dead_columns(seed, n=40, d=5, o=2):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) + rng.normal(size=d) * 3
+    dead = rng.random(d) < 0.4
+    x[:, dead] = rng.normal(size=int(dead.sum())).round(1)  # constant columns (maybe 0)
+    w = rng.normal(size=(d, o))
+    y = x @ w + 0.1 * rng.normal(size=(n, o))
+    return x.astype(np.float32), y.astype(np.float32), w.astype(np.float32), dead, rng
+
+
+@given(seed=st.integers(0, 2**16), ridge=st.sampled_from([0.0, 1e-6]))
+def test_masked_lstsq_constant_columns_keep_w0(seed, ridge):
+    """Constant input columns keep their w0 weight; the other supported columns
+    give scikit-learn's least-squares predictions (ridge 0 included)."""
+    x, y, w0, dead, rng = _data_with_dead_columns(seed)
+    support = rng.random(w0.shape) < 0.7
+    w, b = solvers.masked_lstsq(solvers.batch_stats(x, y), jnp.asarray(support), ridge, jnp.asarray(w0))
+    w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+    assert np.all(np.isfinite(w)) and np.all(np.isfinite(b))
+    x64 = x.astype(np.float64)
+    for j in range(w0.shape[1]):
+        np.testing.assert_array_equal(w[~support[:, j], j], 0.0)
+        np.testing.assert_allclose(w[support[:, j] & dead, j], w0[support[:, j] & dead, j])
+        live = np.flatnonzero(support[:, j] & ~dead)
+        pred = x64 @ w[:, j] + b[j]
+        if live.size:
+            ref = LinearRegression().fit(x64[:, live], y[:, j]).predict(x64[:, live])
+        else:
+            ref = np.full(len(x), y[:, j].astype(np.float64).mean())
+        np.testing.assert_allclose(pred, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+
+@given(seed=st.integers(0, 2**16), dup=st.booleans())
+def test_masked_lstsq_singular_without_ridge_is_finite(seed, dup):
+    """ridge=0 on an exactly singular subset (duplicated or all-zero columns):
+    finite, and the fitted values are still scikit-learn's."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    if dup:
+        x[:, 3] = x[:, 0]  # an exactly collinear pair
+    else:
+        x[:, 1:] = 0.0
+    y = (x @ rng.normal(size=(4, 1)) + 1.0).astype(np.float32)
+    support = np.ones((4, 1), bool)
+    w, b = solvers.masked_lstsq(solvers.batch_stats(x, y), jnp.asarray(support), 0.0)
+    w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+    assert np.all(np.isfinite(w)) and np.all(np.isfinite(b))
+    ref = LinearRegression().fit(x.astype(np.float64), y[:, 0]).predict(x.astype(np.float64))
+    np.testing.assert_allclose(x @ w[:, 0] + b[0], ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+
+@given(seed=st.integers(0, 2**16), lam=st.sampled_from([1e-3, 0.05, 0.3]))
+def test_lasso_constant_columns_match_sklearn(seed, lam):
+    """Constant input columns (all-zero ones included) have no gradient: their
+    weight is 0, as scikit-learn's Lasso gives, and the rest match it."""
+    x, y, w0, dead, _ = _data_with_dead_columns(seed)
+    w, b, _ = solvers.lasso_fista(solvers.batch_stats(x, y), lam, jnp.asarray(w0), tol=1e-7)
+    w = np.asarray(w, np.float64)
+    assert np.all(np.isfinite(w)) and np.all(np.isfinite(np.asarray(b)))
+    np.testing.assert_array_equal(w[dead], 0.0)
+    for j in range(w0.shape[1]):
+        ref = Lasso(alpha=lam, tol=1e-10, max_iter=100_000).fit(x.astype(np.float64), y[:, j])
+        np.testing.assert_allclose(w[:, j], ref.coef_, atol=2e-3 * max(np.abs(ref.coef_).max(), 1.0))
+        np.testing.assert_allclose(b[j], ref.intercept_, atol=2e-2 * max(abs(ref.intercept_), 1.0))
+
+
+def test_lasso_all_constant_layer_is_bias_only():
+    x = np.full((5, 3), 2.0, np.float32)
+    y = (x @ np.ones((3, 2), np.float32) + 0.5).astype(np.float32)
+    for lam in (0.0, 1e-4):
+        w, b, _ = solvers.lasso_fista(solvers.batch_stats(x, y), lam, jnp.ones((3, 2)))
+        expected_w = np.ones((3, 2)) if lam == 0 else np.zeros((3, 2))  # lam = 0: unidentified, kept at w0
+        np.testing.assert_allclose(w, expected_w)
+        np.testing.assert_allclose(np.asarray(x @ np.asarray(w) + b), y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["M", "L"])
+def test_overflowing_activations_name_the_layer(method):
+    with pytest.raises(ValueError, match=r"Gram statistics of layers \['hidden/kernel', 'out/kernel'\]"):
+        abp.prune(apply_fn, HAND_PARAMS, X * 1e20, method=method)
+    stats = abp.layer_stats(apply_fn, HAND_PARAMS, X)
+    stats["out/kernel"] = stats["out/kernel"]._replace(sxx=stats["out/kernel"].sxx * np.nan)
+    with pytest.raises(ValueError, match=r"layers \['out/kernel'\]"):
+        abp.prune(apply_fn, HAND_PARAMS, X, method=method, stats=stats)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"eta": float("inf")}, "eta=inf"),
+        ({"lam": float("inf")}, "lam=inf"),
+        ({"ridge": float("inf")}, "ridge=inf"),
+        ({"ridge": float("nan")}, "ridge=nan"),
+        ({"tol": float("inf")}, "tol=inf"),
+        ({"max_iter": True}, "max_iter=True"),
+        ({"batch_size": 2.0}, "batch_size=2.0"),
+    ],
+)
+def test_non_finite_or_mistyped_scalars(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        abp.prune(apply_fn, HAND_PARAMS, X, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_params_are_refused(bad):
+    params = jax.tree.map(np.array, HAND_PARAMS)
+    params["out"]["bias"][0] = bad
+    with pytest.raises(ValueError, match=r"params contains NaN or infinite values at \['out'\]\['bias'\]"):
+        abp.prune(apply_fn, params, X)
+    with pytest.raises(ValueError, match="params contains NaN"):
+        abp.layer_stats(apply_fn, params, X)
+
+
+def test_solver_bad_arguments_and_traced_nan():
+    x, y, w_true = _regression_data()
+    s = solvers.batch_stats(x, y)
+    support = jnp.ones((6, 3), bool)
+    with pytest.raises(ValueError, match="ridge=-1"):
+        solvers.masked_lstsq(s, support, -1.0)
+    with pytest.raises(ValueError, match="support must have shape"):
+        solvers.masked_lstsq(s, jnp.ones((5, 3), bool))
+    with pytest.raises(ValueError, match=r"lam=-0\.1"):
+        solvers.lasso_fista(s, -0.1)
+    with pytest.raises(ValueError, match="lam=inf"):
+        solvers.lasso_fista(s, np.inf)
+    with pytest.raises(ValueError, match="max_iter=0"):
+        solvers.lasso_fista(s, 0.1, max_iter=0)
+    bad = s._replace(sxy=s.sxy.at[0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="stats contains NaN"):
+        solvers.masked_lstsq(bad, support)
+    with pytest.raises(ValueError, match="stats contains NaN"):
+        solvers.lasso_fista(bad, 0.1)
+    # under jit nothing can be checked: NaN out, never a plausible fit
+    w, _ = jax.jit(solvers.masked_lstsq)(bad, support)
+    assert np.all(np.isnan(w))
+    w, _ = jax.jit(lambda st, r: solvers.masked_lstsq(st, support, r))(s, -1.0)
+    assert np.all(np.isnan(w))
+    w, _, _ = jax.jit(lambda st, lam: solvers.lasso_fista(st, lam, w_true, max_iter=50))(s, -0.1)
+    assert np.all(np.isnan(w))
+    w, _, _ = jax.jit(lambda st: solvers.lasso_fista(st, 0.1, max_iter=50))(bad)
+    assert np.all(np.isnan(w))

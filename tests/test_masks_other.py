@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxprune as jp
 
@@ -98,3 +100,69 @@ def test_allocate_uniform_overrides_and_topk_layer():
     np.testing.assert_array_equal(np.asarray(mask["c"]).ravel(), np.arange(16) >= 12)
     with pytest.raises(ValueError, match="method"):
         jp.masks.allocate(p, 0.5, method="lamp")
+
+
+# ----------------------------------------------------------------------------- robustness (issue 17)
+def _erk_reference(shapes, density, power_scale):
+    """ERK as water-filling, solved independently: d_l = min(1, eps * raw_l) with
+    eps found by bisection (log space) so that sum d_l size_l = density * sum size_l;
+    zero-size leaves get 1, 0-d leaves count as (1,)."""
+    dims = [s if len(s) else (1,) for s in shapes]
+    sizes = np.array([math.prod(s) for s in dims], np.float64)
+    live = sizes > 0
+    log_raw = np.array([power_scale * (math.log(sum(s)) - math.log(math.prod(s))) if math.prod(s) else 0.0
+                        for s in dims])
+    budget = density * sizes.sum()
+
+    def dens(log_eps):
+        return np.where(live, np.minimum(1.0, np.exp(np.minimum(log_raw + log_eps, 0.0))), 1.0)
+
+    lo, hi = -2000.0, 2000.0
+    for _ in range(300):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if (dens(mid) * sizes)[live].sum() < budget else (lo, mid)
+    out = dens(hi)
+    return np.where(live, out, 1.0) if density > 0 else np.where(live, 0.0, 1.0)
+
+
+@given(
+    shapes=st.lists(st.lists(st.integers(0, 6), min_size=0, max_size=4).map(tuple), min_size=1, max_size=4),
+    density=st.floats(0.0, 1.0),
+    power_scale=st.floats(0.0, 40.0),
+)
+def test_erk_densities_meet_the_budget(shapes, density, power_scale):
+    """Any shapes (zero-size and 0-d leaves included), density in [0, 1] and
+    power_scale >= 0: densities in [0, 1] that meet the budget exactly and equal
+    an independent water-filling solution (no ZeroDivisionError, no
+    OverflowError, no budget silently unmet by underflow)."""
+    got = np.array(jp.masks.erk_densities(shapes, density, power_scale))
+    assert np.all((got >= 0) & (got <= 1))
+    sizes = np.array([math.prod(s) for s in shapes], np.float64)
+    np.testing.assert_array_equal(got[sizes == 0], 1.0)
+    np.testing.assert_allclose((got * sizes).sum(), density * sizes.sum(), rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(got, _erk_reference(shapes, density, power_scale), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (([(3, 4)], -0.5), "density=-0.5"),
+        (([(3, 4)], 1.5), "density=1.5"),
+        (([(3, 4)], math.nan), "density=nan"),
+        (([(3, 4)], 0.5, math.inf), "power_scale=inf"),
+        (([(3, 4)], 0.5, -1.0), "power_scale=-1.0"),
+        (([(3, -4)], 0.5), r"shapes\[0\]=\(3, -4\)"),
+        (([(3, 2.5)], 0.5), r"shapes\[0\]=\(3, 2.5\)"),
+    ],
+)
+def test_erk_densities_bad_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        jp.masks.erk_densities(*args)
+
+
+def test_allocate_erk_with_an_empty_leaf():
+    p = {"a": jnp.zeros((3, 4)), "e": jnp.zeros((0, 5)), "c": jnp.zeros((2, 2, 2, 8))}
+    got = jp.masks.allocate(p, 0.5, method="erk")
+    assert got["e"] == 0.0 and got["a"] == 0.0 and got["c"] == pytest.approx(1 - 26 / 64)
+    with pytest.raises(ValueError, match="power_scale=inf"):
+        jp.masks.allocate(p, 0.5, method="erk", power_scale=math.inf)

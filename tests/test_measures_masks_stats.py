@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jaxprune import measures
 
@@ -60,3 +62,63 @@ def test_pruning_quality():
     wf["k1"] = wf["k1"].at[0, 0].set(jnp.nan)
     with pytest.raises(ValueError, match="NaN"):
         measures.pruning_quality(wf, m)
+
+
+# ----------------------------------------------------------------------------- robustness (issue 17)
+@given(
+    bits_a=st.lists(st.booleans(), min_size=6, max_size=6),
+    bits_b=st.lists(st.booleans(), min_size=6, max_size=6),
+    dtype=st.sampled_from([np.float32, np.float64, np.int32, np.uint8, jnp.bfloat16]),
+)
+def test_numeric_01_masks_equal_bool_masks(bits_a, bits_b, dtype):
+    """0/1 numeric masks are the bool masks they spell (NumPy set reference)."""
+    a, b = np.array(bits_a), np.array(bits_b)
+    ma, mb = {"k": np.asarray(a, dtype)}, {"k": np.asarray(b, dtype)}
+    union = (a | b).sum()
+    np.testing.assert_allclose(measures.mask_iou(ma, mb), (a & b).sum() / union if union else 1.0, rtol=1e-6)
+    np.testing.assert_allclose(measures.mask_flips(ma, mb), (a != b).mean(), rtol=1e-6)
+    w = np.linspace(-1, 1, 6)
+    want = (w[~a] ** 2).sum() / (w**2).sum()
+    got = measures.pruning_quality({"k": jnp.asarray(w, jnp.float32)}, ma)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@given(
+    bad=st.sampled_from([np.nan, np.inf, -np.inf, 0.5, -1.0, 2.0]),
+    pos=st.integers(0, 5),
+    which=st.sampled_from(["a", "b"]),
+)
+def test_masks_other_than_01_are_refused(bad, pos, which):
+    """A float mask holding NaN (or any value but 0/1) used to be read as True:
+    a silent IoU. Concrete: ValueError naming the mask and leaf; jit: NaN."""
+    good = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0], np.float32)
+    broken = good.copy()
+    broken[pos] = bad
+    ma, mb = {"k": good, "b": None}, {"k": good, "b": None}
+    (ma if which == "a" else mb)["k"] = broken
+    name = f"mask_{which}"
+    for fn in (measures.mask_iou, measures.mask_flips):
+        with pytest.raises(ValueError, match=rf"{name} leaf at k has the value"):
+            fn(ma, mb)
+        assert np.isnan(jax.jit(fn)(ma, mb))
+    w = {"k": np.ones(6, np.float32), "b": None}
+    with pytest.raises(ValueError, match="mask leaf at k has the value"):
+        measures.pruning_quality(w, {"k": broken, "b": None})
+    assert np.isnan(jax.jit(measures.pruning_quality)(w, {"k": broken, "b": None}))
+
+
+@given(bad=st.sampled_from([np.nan, np.inf, -np.inf]), pos=st.integers(0, 5))
+def test_pruning_quality_non_finite_weights_under_jit_are_nan(bad, pos):
+    """Outside jit NaN/inf weights raise; under jit they used to give 0.0 (a
+    plausible delta): now NaN."""
+    w = np.linspace(0.5, 1.5, 6).astype(np.float32)
+    w[pos] = bad
+    m = {"k": np.arange(6) % 2 == 0}
+    with pytest.raises(ValueError, match="NaN"):
+        measures.pruning_quality({"k": w}, m)
+    assert np.isnan(jax.jit(measures.pruning_quality)({"k": w}, m))
+
+
+def test_mask_dtype_errors():
+    with pytest.raises(TypeError, match="mask_a leaf at k must be a bool"):
+        measures.mask_iou({"k": np.ones(3, np.complex64)}, {"k": np.ones(3, bool)})

@@ -1,13 +1,17 @@
 """SiPP: sensitivities vs naive numpy loops, OptAlloc vs brute force, Rand
 unbiasedness, Hybrid/Det behaviour, sample size, argument errors."""
 
+import functools
 import itertools
+import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxprune as jp
 from jaxprune.sipp import sparsify as sp
@@ -296,3 +300,165 @@ def test_sensitivity_bad_input():
         jp.sipp.sensitivity(f, params, x, patch_reduce="median")
     with pytest.raises(ValueError, match="output_sizes"):
         jp.sipp.sample_size([])
+
+
+# ----------------------------------------------------------------------------- non-finite input (issue 17)
+_X6 = np.asarray(jax.random.normal(jax.random.key(11), (6, 5)))
+_P6, _F6 = _init(Dense2(), _X6)  # Dense_0: the input layer (5, 4); Dense_1: the output layer (4, 3)
+
+
+@functools.cache
+def _s6():
+    """Sensitivities of _P6 on _X6 (computed once, on first use)."""
+    return jax.tree.map(np.array, jp.sipp.sensitivity(_F6, _P6, _X6))
+
+
+_sens_jit = jax.jit(lambda p, v: jp.sipp.sensitivity(_F6, p, v))
+_eps_jit = jax.jit(lambda a, n: jp.sipp.eps_rand(a, n, log_factor=2.0))
+_alloc_jit = jax.jit(lambda a, size, weight: jp.sipp.allocate(a, size, weight, 6, log_factor=2.0))
+_draws_jit = jax.jit(jp.sipp.draws_for_unique)
+
+
+@given(
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    row=st.integers(0, 5),
+    col=st.integers(0, 4),
+)
+def test_sensitivity_non_finite_inputs(bad, row, col):
+    """NaN/inf inputs used to give plausible sensitivities (inf -> ratio 0).
+    Outside jit: ValueError. Under jit: the input layer's sensitivities are
+    all NaN (never a plausible value), and prune refuses them."""
+    x = _X6.copy()
+    x[row, col] = bad
+    with pytest.raises(ValueError, match="inputs contains NaN or infinite"):
+        jp.sipp.sensitivity(_F6, _P6, x)
+    with pytest.raises(ValueError, match="inputs contains NaN or infinite"):
+        jp.sipp.layer_stats(_F6, _P6, x)
+    s = _sens_jit(_P6, x)
+    assert np.all(np.isnan(s["Dense_0"]["kernel"]))
+    with pytest.raises(ValueError, match=r"sensitivities contains NaN or infinite values at \['Dense_0'\]"):
+        jp.sipp.prune(_P6, s, 0.5)
+
+
+@given(
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    layer=st.sampled_from(["Dense_0", "Dense_1"]),
+    pos=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+)
+def test_sensitivity_non_finite_params(bad, layer, pos):
+    """A NaN/inf weight used to leave the rest of its layer plausible."""
+    params = jax.tree.map(np.array, _P6)
+    params[layer]["kernel"][pos] = bad
+    where = rf"\['{layer}'\]\['kernel'\]"
+    with pytest.raises(ValueError, match="params contains NaN or infinite values at " + where):
+        jp.sipp.sensitivity(_F6, params, _X6)
+    s = _sens_jit(params, _X6)
+    assert np.all(np.isnan(s[layer]["kernel"]))
+    with pytest.raises(ValueError, match="params contains NaN or infinite"):
+        jp.sipp.prune(params, _s6(), 0.5)
+
+
+def test_sensitivity_overflow_and_empty_sample():
+    params = jax.tree.map(np.array, _P6)
+    params["Dense_0"]["kernel"] *= 1e38  # input-layer pre-activations overflow float32
+    with pytest.raises(ValueError, match=r"sensitivities of \['Dense_0/kernel'\] are NaN"):
+        jp.sipp.sensitivity(_F6, params, _X6 * 1e10)
+    with pytest.raises(ValueError, match=r"\|S\| >= 1"):
+        jp.sipp.sensitivity(_F6, _P6, _X6[:0])
+    with pytest.raises(ValueError, match=r"\|S\| >= 1"):
+        jp.sipp.layer_stats(_F6, _P6, _X6[:0])
+    with pytest.raises(ValueError, match="memory_budget_bytes=inf"):
+        jp.sipp.sensitivity(_F6, _P6, _X6, memory_budget_bytes=math.inf)
+
+
+@given(
+    bad=st.sampled_from([np.nan, np.inf, -np.inf, -0.5]),
+    pos=st.tuples(st.integers(0, 3), st.integers(0, 2)),
+    variant=st.sampled_from(sp.VARIANTS),
+)
+def test_prune_refuses_bad_sensitivities(bad, pos, variant):
+    """Rand/Hybrid used to prune with NaN sensitivities (NaN groups got budget 0)."""
+    s = jax.tree.map(np.array, _s6())
+    s["Dense_0"]["kernel"][pos] = bad
+    match = "NaN or infinite" if not np.isfinite(bad) else r"value -0.5 outside the valid range \[0.0, inf\]"
+    with pytest.raises(ValueError, match=match):
+        jp.sipp.prune(_P6, s, 0.5, variant=variant, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=match):
+        jp.sipp.optalloc(s, 10, params=_P6)
+
+
+@given(
+    s_sum=st.lists(st.floats(0.0, 5.0), min_size=3, max_size=3),
+    bad=st.sampled_from([np.nan, np.inf, -1.0]),
+    pos=st.integers(0, 2),
+)
+def test_optalloc_helpers_non_finite(s_sum, bad, pos):
+    """eps_rand, allocate and draws_for_unique used to map NaN to 0 / a valid
+    allocation / m. Concrete: ValueError; jit: NaN (allocate: every m_frac NaN, m_int -1)."""
+    s = np.array(s_sum, np.float32) + 0.1
+    size, weight = np.full(3, 4.0, np.float32), np.full(3, 0.5, np.float32)
+    draws = np.full(3, 3.0, np.float32)
+    sb = s.copy()
+    sb[pos] = bad
+    u = s[pos] * 2.0 / 3.0  # the untouched entries keep the Lemma 7 value (numpy)
+    with pytest.raises(ValueError, match="s_sum"):
+        jp.sipp.eps_rand(sb, draws, log_factor=2.0)
+    got = np.asarray(_eps_jit(sb, draws))
+    assert np.isnan(got[pos])
+    other = [i for i in range(3) if i != pos]
+    uo = s[other] * 2.0 / 3.0
+    np.testing.assert_allclose(got[other], uo + np.sqrt(uo * (uo + 6)), rtol=1e-5)
+    assert np.isfinite(u + np.sqrt(u * (u + 6)))
+    with pytest.raises(ValueError, match="s_sum"):
+        jp.sipp.allocate(sb, size, weight, 6, log_factor=2.0)
+    m_frac, m_int = _alloc_jit(sb, size, weight)
+    assert np.all(np.isnan(m_frac)) and np.all(np.asarray(m_int) == -1)
+    m_frac, m_int = _alloc_jit(s, size, weight)  # valid: a real allocation
+    assert np.all(np.isfinite(m_frac)) and 0 < int(np.sum(m_int)) <= 6
+    q = np.stack([s / s.sum(), np.full(3, 1 / 3, np.float32)])
+    qb = q.copy()
+    qb[0, pos] = bad
+    with pytest.raises(ValueError, match="q "):
+        jp.sipp.draws_for_unique(qb, np.array([2.0, 2.0], np.float32))
+    n = np.asarray(_draws_jit(qb, np.array([2.0, 2.0], np.float32)))
+    assert np.isnan(n[0]) and np.sum(1 - (1 - q[1].astype(np.float64)) ** n[1]) == pytest.approx(2, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: jp.sipp.sample_size([300, 100.5]), "output_sizes"),
+        (lambda: jp.sipp.sample_size([math.nan]), "output_sizes"),
+        (lambda: jp.sipp.sample_size([math.inf]), "output_sizes"),
+        (lambda: jp.sipp.sample_size([True, 3]), "output_sizes"),
+        (lambda: jp.sipp.sample_size([10], c=math.inf), "c=inf"),
+        (lambda: jp.sipp.sample_size([10], delta=math.nan), "delta=nan"),
+        (lambda: jp.sipp.prune(_P6, _s6(), 0.5, c=math.inf), "c=inf"),
+        (lambda: jp.sipp.prune(_P6, _s6(), 0.5, eta=math.inf), "eta=inf"),
+        (lambda: jp.sipp.prune(_P6, _s6(), 0.5, delta=0.0), "delta=0.0"),
+        (
+            lambda: jp.sipp.prune(
+                _P6, _s6(), 0.5,
+                stats={"Dense_0/kernel": {"delta": math.nan, "kappa": 1.0, "output_size": 3}},
+            ),
+            r"stats\['Dense_0/kernel'\]\['delta'\]=nan",
+        ),
+        (lambda: jp.sipp.optalloc({"k": np.ones((3, 2))}, math.inf, params={"k": np.ones((3, 2))}), "budget"),
+        (lambda: jp.sipp.group_stats({"k": np.ones((1, 2))}, {"k": np.ones((3, 2))}), "have shape"),
+        (lambda: jp.sipp.eps_rand(np.ones(2), np.array([1.0, np.nan]), log_factor=2.0), "draws"),
+        (lambda: jp.sipp.eps_rand(np.ones(2), np.ones(2), log_factor=math.inf), "log_factor=inf"),
+        (lambda: jp.sipp.allocate(np.ones(2), np.ones(3), np.ones(2), 1, log_factor=1.0), "size must be 1-D"),
+        (lambda: jp.sipp.allocate(np.ones(2), np.ones(2), np.zeros(2), 1, log_factor=1.0), "weight"),
+        (lambda: jp.sipp.allocate(np.ones(2), np.ones(2), np.ones(2), math.nan, log_factor=1.0), "budget"),
+        (lambda: jp.sipp.draws_for_unique(np.full((2, 3), 0.3), np.ones(3)), "m must have shape"),
+    ],
+)
+def test_sipp_helpers_bad_scalars_and_shapes(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_sample_size_tiny_delta_stays_finite():
+    """delta = 5e-324 made 8 eta* eta / delta overflow: OverflowError from ceil(inf)."""
+    want = math.ceil(3 * (math.log(8 * 10 * 10) - math.log(5e-324)))
+    assert jp.sipp.sample_size([10], delta=5e-324) == want

@@ -31,7 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._validate import check_choice, check_finite, check_number
+from jaxprune._validate import (
+    check_array_range,
+    check_choice,
+    check_finite,
+    check_finite_number,
+    check_int,
+    check_number,
+)
 from jaxprune.abp import solvers
 from jaxprune.capture import capture_layers
 from jaxprune.measures import abp_retained
@@ -95,7 +102,7 @@ def _refit_largest(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """ABP-M for one layer: (support, refit w (d, o), refit bias (o,))."""
     support = keep_largest(w, keep)
-    new_w, new_b = solvers.masked_lstsq(stats, support, ridge)
+    new_w, new_b = solvers._masked_lstsq(stats, support, ridge, w)  # ridge towards the original weights
     return support, new_w, new_b
 
 
@@ -138,19 +145,28 @@ def prune(
         (reuse them to prune one network several ways; ``inputs`` is then only
         used to check shapes). Ignored by ``"mag"``.
 
+    Degenerate data (all-zero or constant inputs, a single sample, an all-zero
+    kernel, dead ReLUs) give finite weights: an input that is constant on the
+    data cannot be identified by a refit, so ABP-M keeps its original weight
+    when it is among the kept ones and ABP-L sets it to 0 (``lam > 0``); the
+    refit bias absorbs the constant (:func:`~jaxprune.abp.solvers.masked_lstsq`,
+    :func:`~jaxprune.abp.solvers.lasso_fista`). Non-finite ``inputs``, ``params``
+    or ``stats``, and activations that overflow float32 statistics, raise
+    ``ValueError`` naming the argument or the layer.
+
     Returns:
       ``(new_params, mask, report)``: refitted kernels and biases; mask with
       bool leaves on pruned kernels and ``None`` elsewhere; a :class:`PruneReport`.
     """
     check_choice("method", method, METHODS)
     check_number("q", q, low=0.0, high=1.0, low_open=True, high_open=True)
-    check_number("eta", eta, low=0.0)
-    check_number("lam", lam, low=0.0)
+    check_finite_number("eta", eta, low=0.0)
+    check_finite_number("lam", lam, low=0.0)
     check_number("p", p, low=0.0, high=1.0, high_open=True)
-    check_number("ridge", ridge, low=0.0)
-    check_number("tol", tol, low=0.0)
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter={max_iter!r} must be an integer >= 1")
+    check_finite_number("ridge", ridge, low=0.0)
+    check_finite_number("tol", tol, low=0.0)
+    check_int("max_iter", max_iter, low=1)
+    check_array_range("params", params)  # finiteness, reduced on device
     modules = _dense_layers(apply_fn, params, _check_inputs(inputs, batch_size))
     targets = _target_layers(modules, params, prunable)
     if method != "mag":
@@ -159,6 +175,7 @@ def prune(
         missing = [path for path in targets if path not in stats]
         if missing:
             raise ValueError(f"stats lacks the layers {missing}; compute them with layer_stats(...)")
+        _check_stats(stats, targets)
     leaves = {path_str(k): v for k, v in jax.tree.leaves_with_path(params, is_leaf=is_none)}
     replace: dict[str, jax.Array] = {}
     masks: dict[str, jax.Array] = {}
@@ -176,12 +193,20 @@ def prune(
             if method == "M":
                 support, new_w, new_b = _refit_largest(fit_stats, w, abp_retained(w.T, q, eta), ridge)
             else:
-                new_w, new_b, lasso[path] = solvers.lasso_fista(fit_stats, lam, w, tol=tol, max_iter=max_iter)
+                # arguments and stats checked above: the jitted core directly
+                new_w, new_b, lasso[path] = solvers._lasso_fista(
+                    fit_stats, lam, w, tol=tol, max_iter=max_iter
+                )
                 support = new_w != 0
             if use_bias:
                 replace[bias_path] = new_b.astype(jnp.result_type(leaves[bias_path]))
         replace[path] = new_w.astype(jnp.result_type(kernel))
         masks[path] = support
+
+    finite = jax.device_get({path: jnp.all(jnp.isfinite(v)) for path, v in replace.items()})
+    bad = [path for path, ok in finite.items() if not ok]
+    if bad:  # a last guard: the solvers are built never to get here
+        raise ValueError(f"ABP produced non-finite weights for {bad}; the layer's data are degenerate")
 
     def rebuild(path: tuple, leaf: Any) -> Any:
         return replace.get(path_str(path), leaf)
@@ -201,10 +226,27 @@ def layer_stats(
 ) -> dict[str, solvers.GramStats]:
     """Gram statistics of every prunable dense layer of the ORIGINAL network on
     ``inputs`` (N, ...): X = what the layer receives, y = its pre-activation.
-    Keyed by kernel path; pass them to :func:`prune` as ``stats=``."""
+    Keyed by kernel path; pass them to :func:`prune` as ``stats=``. Non-finite
+    ``params``/``inputs`` or overflowing activations raise ``ValueError``."""
+    check_array_range("params", params)
     modules = _dense_layers(apply_fn, params, _check_inputs(inputs, batch_size))
     targets = _target_layers(modules, params, prunable)
-    return _collect(apply_fn, params, jnp.asarray(inputs), targets, batch_size)
+    stats = _collect(apply_fn, params, jnp.asarray(inputs), targets, batch_size)
+    _check_stats(stats, targets)
+    return stats
+
+
+def _check_stats(stats: dict[str, solvers.GramStats], targets: list[str]) -> None:
+    """Every target layer's statistics must be finite (one host round trip)."""
+    flags = jax.device_get(
+        {path: jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in stats[path]])) for path in targets}
+    )
+    bad = [path for path, ok in flags.items() if not ok]
+    if bad:
+        raise ValueError(
+            f"the Gram statistics of layers {bad} are not finite: the activations entering or leaving them "
+            "overflow float32 (|value| >~ 1e19), or the stats passed in contain NaN/inf"
+        )
 
 
 def _check_inputs(inputs: Any, batch_size: int | None) -> jax.ShapeDtypeStruct:
@@ -214,8 +256,8 @@ def _check_inputs(inputs: Any, batch_size: int | None) -> jax.ShapeDtypeStruct:
         raise TypeError(f"inputs must be an array of shape (N, ...), got {type(inputs).__name__}")
     if inputs.ndim < 2 or inputs.shape[0] < 1:
         raise ValueError(f"inputs must have shape (N, features...) with N >= 1, got {inputs.shape}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size={batch_size!r} must be None or an integer >= 1")
+    if batch_size is not None:
+        check_int("batch_size", batch_size, low=1)
     check_finite("inputs", inputs)
     return jax.ShapeDtypeStruct((1, *inputs.shape[1:]), inputs.dtype)
 

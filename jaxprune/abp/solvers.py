@@ -23,6 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxprune import _validate
+
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -111,37 +113,117 @@ def _intercept(s: GramStats, w: jax.Array) -> jax.Array:
     return s.mean_y - jnp.matmul(s.mean_x, w, precision=_HI)
 
 
-@jax.jit
-def masked_lstsq(stats: GramStats, support: jax.Array, ridge: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+# An input whose variance is below this floor, or below (32 float32 ulps of its
+# mean)^2, is constant on the data (dead ReLU, all-zero or single-sample
+# inputs, or rounding noise): its coefficient is not identified by the data.
+_VAR_FLOOR = 1e-30
+_CONST_REL = 32.0 * float(jnp.finfo(jnp.float32).eps)
+_RETRY_RIDGES = (1e-4, 1e-2)  # relative ridges tried for neurons whose Cholesky failed
+
+
+def informative(stats: GramStats) -> jax.Array:
+    """(d,) bool: inputs that vary on the data (variance above ``1e-30`` and
+    above ``(32 eps |mean|)^2``); the others are constant, their weights are
+    not identified by a fit and their effect is a shift of the bias."""
+    var = jnp.diagonal(stats.sxx) / jnp.maximum(stats.count, jnp.finfo(stats.sxx.dtype).tiny)
+    return (var > _VAR_FLOOR) & (var > jnp.square(_CONST_REL * stats.mean_x))
+
+
+def _stats_finite(stats: GramStats) -> jax.Array:
+    ok = jnp.bool_(True)
+    for field in stats:
+        ok &= jnp.all(jnp.isfinite(field))
+    return ok
+
+
+def _check_fit_args(stats: GramStats, **arrays: jax.Array | None) -> None:
+    """Shapes (each of ``arrays`` is (d, o) or None) and, when concrete,
+    finite statistics (``ValueError``)."""
+    d, o = jnp.shape(stats.sxy)
+    for name, w in arrays.items():
+        if w is not None and jnp.shape(w) != (d, o):
+            raise ValueError(f"{name} must have shape (d, o) = {(d, o)} like stats.sxy, got {jnp.shape(w)}")
+    _validate.check_array_range("stats", stats)
+
+
+def masked_lstsq(
+    stats: GramStats, support: jax.Array, ridge: float = 1e-6, w0: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Least squares with intercept, each neuron on its own input subset.
 
     For neuron j with support ``S = support[:, j]`` this minimizes
-    ``sum_n (y_nj - x_nS . w_S - b_j)^2`` and sets ``w`` to 0 off ``S``.
-    Solved by a Cholesky factorization of the masked covariance
-    ``C_SS + ridge * mean(diag C) * I`` (all neurons vmapped); the tiny ridge
-    makes rank-deficient subsets (dead ReLU inputs, duplicated inputs) solvable
-    and gives their coefficients ~ the minimum-norm choice.
+    ``sum_n (y_nj - x_nS . w_S - b_j)^2 + ridge * N * sum_{i in S} var(x_i) (w_i - w0_ij)^2``
+    and sets ``w`` to 0 off ``S``: a ridge relative to each input's own
+    variance (the system is solved in correlation units, ``C_SS / (sd sd^T) +
+    ridge * I``, by Cholesky, all neurons vmapped), so it can neither
+    underflow nor depend on the inputs' scale. It makes rank-deficient
+    subsets (duplicated inputs) solvable, choosing the least-squares solution
+    closest to ``w0``.
+
+    Degenerate data never give NaN:
+    - inputs that are constant on the data (:func:`informative`: all-zero
+      inputs, dead ReLUs, a single sample, rounding noise) keep their ``w0``
+      weight if in ``S`` (the data cannot identify it; the bias absorbs its
+      constant contribution), so an all-degenerate layer keeps ``w0`` on ``S``
+      and only the bias is refit;
+    - a neuron whose Cholesky factorization fails in float32 (``ridge`` 0 or
+      too small for a near-singular subset) is re-solved with relative ridges
+      ``1e-4`` then ``1e-2``; if that fails too, it keeps ``w0`` on ``S``.
 
     Args:
       stats: :class:`GramStats` of the layer (d inputs, o neurons).
       support: (d, o) bool, the inputs each neuron keeps.
       ridge: relative ridge (>= 0).
+      w0: (d, o) weights the ridge pulls towards (ABP: the original kernel);
+        None: zeros (the minimum-norm choice).
 
     Returns:
-      (w (d, o), b (o,)).
+      (w (d, o), b (o,)). Concrete NaN/inf ``stats`` or a negative / non-finite
+      ``ridge`` raise ``ValueError``; traced ones (under ``jit``) give NaN.
     """
+    _check_fit_args(stats, support=support, w0=w0)
+    _validate.check_finite_number("ridge", ridge, low=0.0)
+    return _masked_lstsq(stats, jnp.asarray(support, bool), ridge, w0)
+
+
+@jax.jit
+def _masked_lstsq(
+    stats: GramStats, support: jax.Array, ridge: float, w0: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
     cov, cross, _ = _covariances(stats)
+    dtype = cov.dtype
     d = cov.shape[0]
-    eps = ridge * jnp.maximum(jnp.trace(cov) / d, jnp.finfo(cov.dtype).tiny)
-    eye = jnp.eye(d, dtype=cov.dtype)
+    w0 = jnp.zeros_like(cross) if w0 is None else jnp.asarray(w0, dtype)
+    live = informative(stats)
+    sd = jnp.where(live, jnp.sqrt(jnp.where(live, jnp.diagonal(cov), 1.0)), 1.0)
+    corr = cov / sd[:, None] / sd[None, :]  # |corr| <= 1: no overflow, no underflow
+    corr = jnp.where(live[:, None] & live[None, :], corr, 0.0)
+    rhs = cross / sd[:, None]  # (d, o): cov(x_i, y_j) / sd_i
+    u0 = w0 * sd[:, None]  # w0 in correlation units
+    use = support & live[:, None]  # coordinates actually fitted
+    eye = jnp.eye(d, dtype=dtype)
+    ridge = jnp.asarray(ridge, dtype)
 
-    def one(keep: jax.Array, rhs: jax.Array) -> jax.Array:
-        s = keep.astype(cov.dtype)
-        a = cov * s[:, None] * s[None, :] + jnp.diag(1.0 - s) + eps * eye
+    def one(keep: jax.Array, r: jax.Array, u0j: jax.Array, lam: jax.Array) -> jax.Array:
+        s = keep.astype(dtype)
+        a = corr * s[:, None] * s[None, :] + jnp.diag(1.0 - s) + lam * eye
         chol = jnp.linalg.cholesky(a)
-        return jax.scipy.linalg.cho_solve((chol, True), rhs * s) * s
+        return jax.scipy.linalg.cho_solve((chol, True), (r + lam * u0j) * s) * s
 
-    w = jax.vmap(one, in_axes=(1, 1), out_axes=1)(support, cross)
+    def solve(lam: jax.Array) -> jax.Array:
+        return jax.vmap(one, in_axes=(1, 1, 1, None), out_axes=1)(use, rhs, u0, lam)
+
+    def retry(u: jax.Array, lam: jax.Array) -> jax.Array:
+        bad = ~jnp.all(jnp.isfinite(u), axis=0)
+        return jax.lax.cond(jnp.any(bad), lambda: jnp.where(bad, solve(lam), u), lambda: u)
+
+    u = solve(ridge)
+    for lam in _RETRY_RIDGES:  # only computed when some neuron failed
+        u = retry(u, jnp.maximum(ridge, lam))
+    ok = jnp.all(jnp.isfinite(u), axis=0)
+    w = jnp.where(use & ok, u / sd[:, None], jnp.where(support, w0, 0.0))
+    valid = _stats_finite(stats) & jnp.isfinite(ridge) & (ridge >= 0) & jnp.all(jnp.isfinite(w0))
+    w = jnp.where(valid, w, jnp.nan)  # traced bad input: visible, not a plausible refit
     return w, _intercept(stats, w)
 
 
@@ -170,7 +252,6 @@ def _rel_gap(cov: jax.Array, cross: jax.Array, var_y: jax.Array, w: jax.Array, l
     return gap / jnp.maximum(var_y, jnp.finfo(w.dtype).tiny)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter",))
 def lasso_fista(
     stats: GramStats,
     lam: float | jax.Array,
@@ -190,6 +271,12 @@ def lasso_fista(
     keep ``tol`` >= 1e-7), all stop at ``max_iter``. Soft-thresholding gives
     exact zeros: they are the pruning mask.
 
+    Inputs constant on the data (:func:`informative`: all-zero inputs, dead
+    ReLUs, a single sample) have no gradient: their weight is 0 for
+    ``lam > 0`` (the LASSO optimum) and stays at ``w0`` for ``lam = 0``; an
+    all-constant layer gives ``w = 0`` (``lam > 0``) and ``b = mean(y)``,
+    which reproduces its (constant) pre-activations. No NaN on such data.
+
     Args:
       stats: :class:`GramStats` of the layer (d inputs, o neurons).
       lam: penalty (>= 0).
@@ -199,13 +286,31 @@ def lasso_fista(
       max_iter: iteration cap.
 
     Returns:
-      (w (d, o), b (o,), :class:`LassoInfo`).
+      (w (d, o), b (o,), :class:`LassoInfo`). Concrete NaN/inf ``stats``, a
+      negative / non-finite ``lam`` or ``tol``, or ``max_iter`` < 1 raise
+      ``ValueError``; traced bad values (under ``jit``) give NaN weights.
     """
+    _check_fit_args(stats, w0=w0)
+    _validate.check_finite_number("lam", lam, low=0.0)
+    _validate.check_finite_number("tol", tol, low=0.0)
+    _validate.check_int("max_iter", max_iter, low=1)
+    return _lasso_fista(stats, lam, w0, tol=tol, max_iter=max_iter)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def _lasso_fista(
+    stats: GramStats, lam: float | jax.Array, w0: jax.Array | None, *, tol: float, max_iter: int
+) -> tuple[jax.Array, jax.Array, LassoInfo]:
     cov, cross, var_y = _covariances(stats)
     dtype = cov.dtype
+    live = informative(stats)
+    cov = jnp.where(live[:, None] & live[None, :], cov, 0.0)
+    cross = jnp.where(live[:, None], cross, 0.0)
     lam = jnp.asarray(lam, dtype)
     lip = jnp.maximum(jnp.linalg.eigvalsh(cov)[-1], jnp.finfo(dtype).tiny)
     w = jnp.zeros_like(cross) if w0 is None else jnp.asarray(w0, dtype)
+    w0_checked = w
+    w = jnp.where(live[:, None] | (lam == 0), w, 0.0)  # constant inputs: the LASSO optimum is 0 (lam > 0)
     o = cross.shape[1]
 
     def cond(state):
@@ -228,5 +333,7 @@ def lasso_fista(
     done0 = _rel_gap(cov, cross, var_y, w, lam) <= tol
     init = (jnp.asarray(0, jnp.int32), w, w, jnp.ones(o, dtype), done0)
     k, w, _, _, done = jax.lax.while_loop(cond, body, init)
+    valid = _stats_finite(stats) & jnp.isfinite(lam) & (lam >= 0) & jnp.all(jnp.isfinite(w0_checked))
+    w = jnp.where(valid, w, jnp.nan)  # traced bad input: visible, not a plausible fit
     info = LassoInfo(iterations=k, rel_gap=_rel_gap(cov, cross, var_y, w, lam), converged=jnp.all(done))
     return w, _intercept(stats, w), info

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from jaxprune._validate import check_choice, check_number
+from jaxprune._validate import check_choice, check_finite_number, check_number
 from jaxprune.tree import PyTree, is_none, path_str, resolve_prunable
 
 
@@ -26,19 +27,52 @@ def erk_densities(shapes: list[tuple[int, ...]], density: float, power_scale: fl
     ``sum_l density_l * size_l == density * sum_l size_l``. Leaves whose
     density would exceed 1 are made dense and ``eps`` is re-solved over the
     rest (``eps`` only grows when a leaf is made dense, so all offenders can
-    be moved at once)."""
-    sizes = [math.prod(s) for s in shapes]
-    raw = [(sum(s) / math.prod(s)) ** power_scale for s in shapes]
-    budget = density * sum(sizes)
+    be moved at once). ``raw`` is handled in log space, so no
+    ``power_scale`` over- or underflows.
+
+    Args:
+      shapes: leaf shapes (sequences of non-negative ints). A leaf with no
+        entries (a 0 in its shape) has nothing to prune: it gets density 1.0
+        and no share of the budget. A 0-d leaf counts as shape ``(1,)``.
+      density: target fraction kept over all leaves, in ``[0, 1]``.
+      power_scale: exponent ``>= 0`` (finite) on ``sum/prod``.
+
+    Returns:
+      One density in ``[0, 1]`` per leaf; the kept counts sum to
+      ``density * sum(sizes)`` (up to float rounding).
+    """
+    check_finite_number("density", density, low=0.0, high=1.0)
+    check_finite_number("power_scale", power_scale, low=0.0)
+    dims = []
+    for i, shape in enumerate(shapes):
+        try:
+            dims.append(tuple(int(d) for d in shape) if all(int(d) == d for d in shape) else None)
+        except (TypeError, ValueError, OverflowError):
+            dims.append(None)
+        if dims[-1] is None or min(dims[-1], default=0) < 0:
+            raise ValueError(f"shapes[{i}]={shape!r} must be a tuple of non-negative ints")
+    dims = [s if s else (1,) for s in dims]
+    sizes = [math.prod(s) for s in dims]
+    live = [i for i, n in enumerate(sizes) if n > 0]
+    if not live:
+        return [1.0] * len(shapes)
+    log_raw = {i: float(power_scale) * (math.log(sum(dims[i])) - math.log(sizes[i])) for i in live}
+    budget = float(density) * sum(sizes)
     dense: set[int] = set()
     while True:
-        free = [i for i in range(len(shapes)) if i not in dense]
+        free = [i for i in live if i not in dense]
+        # raw_l relative to the largest free one (eps absorbs the shift): no over/underflow
+        top = max((log_raw[i] for i in free), default=0.0)
+        raw = {i: math.exp(log_raw[i] - top) for i in free}
         rest = budget - sum(sizes[i] for i in dense)
         denom = sum(raw[i] * sizes[i] for i in free)
         eps = rest / denom if denom > 0 else 0.0
         over = {i for i in free if raw[i] * eps > 1.0}
         if not over:
-            return [1.0 if i in dense else raw[i] * eps for i in range(len(shapes))]
+            out = [1.0] * len(shapes)  # dense and zero-size leaves
+            for i in free:
+                out[i] = min(max(raw[i] * eps, 0.0), 1.0)
+            return out
         dense |= over
 
 
@@ -71,7 +105,7 @@ def allocate(
     """
     check_number("sparsity", sparsity, low=0.0, high=1.0)
     check_choice("method", method, ("uniform", "erk"))
-    check_number("power_scale", power_scale, low=0.0)
+    check_finite_number("power_scale", power_scale, low=0.0)
     compiled = []
     for pattern, value in (overrides or {}).items():
         try:
@@ -91,7 +125,7 @@ def allocate(
         if hit is not None:
             out[i] = hit
         else:
-            free.append((i, tuple(int(d) for d in leaf.shape)))
+            free.append((i, tuple(int(d) for d in jnp.shape(leaf))))
     if method == "uniform":
         for i, _ in free:
             out[i] = float(sparsity)

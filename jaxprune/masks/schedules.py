@@ -2,6 +2,12 @@
 
 All returned callables are jittable and return a float32 jnp scalar; they
 accept a Python int or a traced integer step.
+
+The constructors also accept traced hyperparameters (e.g. built inside
+``optax.inject_hyperparams`` under ``jit``, where the factory runs on traced
+values): concrete arguments are validated at construction, traced ones cannot
+be and are used as they are (``jp.optax.dpf`` checks every value it uses at run
+time).
 """
 
 from __future__ import annotations
@@ -17,9 +23,24 @@ from jaxprune._validate import check_number
 Schedule = Callable[[Any], jax.Array]
 
 
+def _traced(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _as_float(value: Any) -> Any:
+    """A Python float, or a float32 scalar for a traced value."""
+    return jnp.asarray(value, jnp.float32) if _traced(value) else float(value)
+
+
 def _check_step(name: str, value: Any) -> None:
+    if _traced(value):
+        if jnp.ndim(value) != 0 or not jnp.issubdtype(value.dtype, jnp.integer):
+            raise TypeError(
+                f"{name} must be an integer scalar, got a traced {value.dtype}{list(value.shape)}"
+            )
+        return
     check_number(name, value, low=0.0)
-    if not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be a Python int, got {value!r}")
 
 
@@ -43,14 +64,15 @@ def polynomial_schedule(
     check_number("power", power, low=0.0, low_open=True)
     _check_step("begin_step", begin_step)
     _check_step("end_step", end_step)
-    if end_step <= begin_step:
+    if not (_traced(begin_step) or _traced(end_step)) and end_step <= begin_step:
         raise ValueError(f"end_step={end_step!r} must be greater than begin_step={begin_step!r}")
-    s_f, s_i = float(final_sparsity), float(init_sparsity)
+    s_f, s_i = _as_float(final_sparsity), _as_float(init_sparsity)
+    t0, t1 = (jnp.asarray(x, jnp.float32) if _traced(x) else x for x in (begin_step, end_step))
 
     def schedule(step: Any) -> jax.Array:
         t = jnp.asarray(step, jnp.float32)
-        progress = jnp.clip((t - begin_step) / (end_step - begin_step), 0.0, 1.0)
-        return jnp.float32(s_f + (s_i - s_f) * (1.0 - progress) ** power)
+        progress = jnp.clip((t - t0) / (t1 - t0), 0.0, 1.0)
+        return jnp.asarray(s_f + (s_i - s_f) * (1.0 - progress) ** power, jnp.float32)
 
     return schedule
 
@@ -58,7 +80,7 @@ def polynomial_schedule(
 def constant_schedule(sparsity: float) -> Schedule:
     """The same sparsity at every step (``sparsity`` in ``[0, 1]``)."""
     check_number("sparsity", sparsity, low=0.0, high=1.0)
-    value = float(sparsity)
+    value = _as_float(sparsity)
     return lambda step: jnp.full((), value, jnp.float32)
 
 
@@ -77,5 +99,5 @@ def geometric_density(alpha: float, round: Any) -> Any:
 def geometric_schedule(alpha: float) -> Schedule:
     """Per-round sparsity ``1 - alpha ** t`` (round ``t`` -> float32 scalar)."""
     check_number("alpha", alpha, low=0.0, high=1.0, low_open=True)
-    a = float(alpha)
-    return lambda t: 1.0 - jnp.float32(a) ** jnp.asarray(t, jnp.float32)
+    a = _as_float(alpha)
+    return lambda t: 1.0 - jnp.asarray(a, jnp.float32) ** jnp.asarray(t, jnp.float32)

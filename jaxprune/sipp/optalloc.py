@@ -27,29 +27,48 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxprune._validate import check_number
-from jaxprune.tree import check_same_structure, is_none, neuron_view
+from jaxprune import _validate
+from jaxprune._validate import check_finite_number
+from jaxprune.tree import check_same_structure, is_none, neuron_view, path_str
 
 PyTree = Any
 _ITERS = 64
 
 
 def log_term(eta: float, delta: float) -> float:
-    """``ln(16 eta / delta)``: the union-bound factor of Algorithm 3, line 2."""
-    check_number("eta", eta, low=1.0)
-    check_number("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
-    return math.log(16.0 * eta / delta)
+    """``ln(16 eta / delta)``: the union-bound factor of Algorithm 3, line 2
+    (``eta`` finite >= 1, ``delta`` in (0, 1))."""
+    check_finite_number("eta", eta, low=1.0)
+    check_finite_number("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
+    ratio = 16.0 * eta / delta
+    return math.log(ratio) if math.isfinite(ratio) else math.log(16.0 * eta) - math.log(delta)
 
 
 def eps_rand(s_sum: jax.Array, draws: jax.Array, *, c: float = 3.0, log_factor: float) -> jax.Array:
     """Lemma 7 bound ``u + sqrt(u (u + 6))``, ``u = S C/3 * log_factor / N``.
-    0 where ``S = 0``; ``inf`` where ``N = 0 < S``."""
+    0 where ``S = 0``; ``inf`` where ``N = 0 < S``; 0 where ``N = inf``.
+
+    ``s_sum`` must be finite and >= 0, ``draws`` >= 0 (not NaN), ``c`` and
+    ``log_factor`` finite and > 0: ``ValueError`` when concrete; traced
+    entries outside these ranges give NaN."""
+    _validate.check_array_range("s_sum", s_sum, low=0.0)
+    if _validate.is_concrete(draws):
+        n = np.asarray(draws, np.float64)
+        bad = np.isnan(n) | (n < 0)
+        if bad.any():
+            raise ValueError(f"draws has the value {n[bad].flat[0]!r}; valid: N in [0, inf]")
+    check_finite_number("c", c, low=0.0, low_open=True)
+    check_finite_number("log_factor", log_factor, low=0.0, low_open=True)
+    s_sum, draws = jnp.asarray(s_sum, jnp.float32), jnp.asarray(draws, jnp.float32)
     st = s_sum * (c / 3.0) * log_factor
     safe_n = jnp.where(draws > 0, draws, 1.0)
     u = st / safe_n
     val = u + jnp.sqrt(u * (u + 6.0))
-    return jnp.where(st > 0, jnp.where(draws > 0, val, jnp.inf), 0.0)
+    val = jnp.where(st > 0, jnp.where(draws > 0, val, jnp.inf), 0.0)
+    ok = jnp.isfinite(s_sum) & (s_sum >= 0) & (draws >= 0)  # False for NaN
+    return jnp.where(ok, val, jnp.nan)
 
 
 def _neg_slope(m: jax.Array, st: jax.Array, weight: jax.Array) -> jax.Array:
@@ -99,12 +118,39 @@ def allocate(
 
     Returns ``(m_frac, m_int)``: the exact continuous optimum (float32) and the
     rounded-up integral allocation (int32) with ``sum(m_int) <= budget``.
+
+    Valid inputs: ``s_sum`` and ``size`` finite and >= 0, ``weight`` finite
+    and > 0 (all the same 1-D shape), ``budget`` finite and >= 0, ``c`` and
+    ``log_factor`` finite and > 0. Concrete violations raise ``ValueError``;
+    traced ones (under ``jit``) make the whole allocation invalid:
+    ``m_frac`` NaN and ``m_int`` -1 for every group (the groups share the
+    budget, so no entry can be trusted).
     """
+    for name, arr in (("s_sum", s_sum), ("size", size), ("weight", weight)):
+        if jnp.ndim(arr) != 1 or jnp.shape(arr) != jnp.shape(s_sum):
+            raise ValueError(
+                f"{name} must be 1-D with the shape of s_sum {jnp.shape(s_sum)}, got {jnp.shape(arr)}"
+            )
+    _validate.check_array_range("s_sum", s_sum, low=0.0)
+    _validate.check_array_range("size", size, low=0.0)
+    _validate.check_array_range("weight", weight, low=0.0, low_open=True)
+    check_finite_number("budget", budget, low=0.0)
+    check_finite_number("c", c, low=0.0, low_open=True)
+    check_finite_number("log_factor", log_factor, low=0.0, low_open=True)
     s_sum = jnp.asarray(s_sum, jnp.float32)
     size = jnp.asarray(size, jnp.float32)
     weight = jnp.asarray(weight, jnp.float32)
-    st = s_sum * (c / 3.0) * log_factor
     budget = jnp.asarray(budget, jnp.float32)
+    if s_sum.shape[0] == 0:
+        return s_sum, s_sum.astype(jnp.int32)
+    valid = (
+        jnp.all(jnp.isfinite(s_sum) & (s_sum >= 0))
+        & jnp.all(jnp.isfinite(size) & (size >= 0))
+        & jnp.all(jnp.isfinite(weight) & (weight > 0))
+        & jnp.isfinite(budget)
+        & (budget >= 0)
+    )
+    st = s_sum * (c / 3.0) * log_factor
     active = (st > 0) & (size > 0)
     st_safe = jnp.where(active, st, 1.0)
     # lam at which a group saturates (m = n) / goes below m = 1e-12: bracket all of them
@@ -126,7 +172,7 @@ def allocate(
     full = jnp.where(active, size, 0.0)
     m_frac = jnp.where(fits, full, solve(jnp.sum))
     m_int = jnp.where(fits, full, _ceil(solve(lambda m: jnp.sum(_ceil(m)))))
-    return m_frac, m_int.astype(jnp.int32)
+    return jnp.where(valid, m_frac, jnp.nan), jnp.where(valid, m_int.astype(jnp.int32), -1)
 
 
 def sign_sides(w: jax.Array) -> jax.Array:
@@ -139,8 +185,16 @@ def sign_sides(w: jax.Array) -> jax.Array:
 def group_stats(sensitivities: PyTree, params: PyTree) -> tuple[PyTree, PyTree]:
     """``(s_sum, size)``: pytrees with a ``(2, units)`` array per prunable leaf
     over (sign side [+, -], output unit): the group's sensitivity sum and its
-    number of nonzero weights. ``None`` where sensitivities are ``None``."""
+    number of nonzero weights. ``None`` where sensitivities are ``None``.
+    Each sensitivity leaf must have its weight's shape; concrete ones must be
+    finite and >= 0, concrete weights finite (``ValueError``)."""
     check_same_structure(params, sensitivities, "params", "sensitivities")
+    check_sensitivities(sensitivities, params)
+    return _group_stats(sensitivities, params)
+
+
+def _group_stats(sensitivities: PyTree, params: PyTree) -> tuple[PyTree, PyTree]:
+    """:func:`group_stats` without the checks (the caller made them)."""
 
     def s_sum(s: Any, w: Any) -> Any:
         if s is None or w is None:
@@ -154,6 +208,22 @@ def group_stats(sensitivities: PyTree, params: PyTree) -> tuple[PyTree, PyTree]:
         jax.tree.map(s_sum, sensitivities, params, is_leaf=is_none),
         jax.tree.map(size, sensitivities, params, is_leaf=is_none),
     )
+
+
+def check_sensitivities(sensitivities: PyTree, params: PyTree) -> None:
+    """Shapes match leaf by leaf; concrete sensitivities finite and >= 0 and
+    concrete params finite (``ValueError`` naming the leaf)."""
+    flat_s = jax.tree.leaves_with_path(sensitivities, is_leaf=is_none)
+    for (path, s), w in zip(flat_s, jax.tree.leaves(params, is_leaf=is_none), strict=True):
+        if s is None:
+            continue
+        if w is None or jnp.shape(s) != jnp.shape(w):
+            raise ValueError(
+                f"sensitivities at {path_str(path)!r} have shape {jnp.shape(s)}, "
+                f"params {None if w is None else jnp.shape(w)}"
+            )
+    _validate.check_array_range("sensitivities", sensitivities, low=0.0)
+    _validate.check_array_range("params", params)
 
 
 def optalloc(
@@ -179,7 +249,8 @@ def optalloc(
       A pytree like ``sensitivities`` with an int32 ``(2, units)`` allocation
       (row 0: positive weights, row 1: negative weights) on prunable leaves.
     """
-    check_number("budget", budget, low=0.0)
+    check_finite_number("budget", budget, low=0.0)
+    check_finite_number("c", c, low=0.0, low_open=True)
     factor = log_term(eta, delta)
     sums, sizes = group_stats(sensitivities, params)
     return _allocate_tree(sums, sizes, budget, c=c, log_factor=factor)[1]

@@ -9,7 +9,7 @@ from typing import Any
 
 import jax
 
-from jaxprune._validate import check_number
+from jaxprune._validate import check_finite_number
 from jaxprune.capture import capture_layers
 
 
@@ -24,15 +24,28 @@ def sample_size(output_sizes: Iterable[int], *, c: float = 3.0, delta: float = 1
       delta: overall failure probability (default 1e-16, Table S1).
 
     Returns ``ceil(c * ln(8 * eta_star * eta / delta))`` with ``eta = sum`` and
-    ``eta_star = max`` of ``output_sizes`` (LeNet-300-100: 152).
+    ``eta_star = max`` of ``output_sizes`` (LeNet-300-100: 152). Every size must
+    be a whole number >= 1 (no bool, NaN, inf or fraction), ``c`` finite > 0,
+    ``delta`` in (0, 1) (any such delta: the log is taken in parts, so a tiny
+    one cannot overflow): else ``ValueError``.
     """
-    sizes = [int(n) for n in output_sizes]
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"output_sizes={sizes!r} must be a non-empty list of positive ints")
-    check_number("c", c, low=0.0, low_open=True)
-    check_number("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
+    raw = list(output_sizes)
+
+    def whole(n: Any) -> bool:
+        try:
+            return not isinstance(n, bool) and math.isfinite(float(n)) and float(n) == int(n) and int(n) >= 1
+        except (TypeError, ValueError, OverflowError):
+            return False
+
+    if not raw or not all(whole(n) for n in raw):
+        raise ValueError(f"output_sizes={raw!r} must be a non-empty list of positive ints")
+    sizes = [int(n) for n in raw]
+    check_finite_number("c", c, low=0.0, low_open=True)
+    check_finite_number("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
     eta, eta_star = sum(sizes), max(sizes)
-    return math.ceil(c * math.log(8.0 * eta_star * eta / delta))
+    ratio = 8.0 * eta_star * eta / delta
+    log_ratio = math.log(ratio) if math.isfinite(ratio) else math.log(8.0 * eta_star * eta) - math.log(delta)
+    return math.ceil(c * log_ratio)
 
 
 def layer_output_sizes(

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._validate import check_choice, check_number
+from jaxprune._validate import check_array_range, check_choice, check_finite_number, is_concrete
 from jaxprune.capture import LayerIO, capture_layers
 from jaxprune.tree import is_none, path_str, resolve_prunable
 
@@ -306,9 +306,16 @@ def make_sensitivity_fn(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
 ) -> Callable[[PyTree, jax.Array], PyTree]:
     """A jitted ``fn(params, inputs) -> sensitivities`` (see :func:`sensitivity`);
-    reuse it to avoid recompiling across calls with the same shapes."""
+    reuse it to avoid recompiling across calls with the same shapes.
+
+    ``fn`` checks its arguments like :func:`sensitivity`: called on concrete
+    arrays it raises ``ValueError`` for NaN/inf ``inputs`` or ``params`` and
+    for NaN results (a forward pass that overflows); called inside an outer
+    ``jit`` (traced arrays) it cannot raise, and every prunable layer whose
+    kernel, input or output activations are not finite gets all-NaN
+    sensitivities instead (which :func:`jaxprune.sipp.prune` refuses)."""
     check_choice("patch_reduce", patch_reduce, PATCH_REDUCES)
-    check_number("memory_budget_bytes", memory_budget_bytes, low=1)
+    check_finite_number("memory_budget_bytes", memory_budget_bytes, low=1)
     budget = int(memory_budget_bytes)
 
     def run(params: PyTree, inputs: jax.Array) -> PyTree:
@@ -324,11 +331,50 @@ def make_sensitivity_fn(
             s2 = layer_sensitivity(
                 patch_fn, n_patches, layer.inputs, w2, patch_reduce=patch_reduce, memory_budget_bytes=budget
             )
-            out.append(s2.reshape(w.shape))
+            finite = _all_finite(layer.inputs, layer.outputs, w)  # else a ratio could read as a plausible 0
+            out.append(jnp.where(finite, s2, jnp.nan).reshape(w.shape))
         treedef = jax.tree.structure(params, is_leaf=is_none)
         return jax.tree.unflatten(treedef, out)
 
-    return jax.jit(run)
+    jitted = jax.jit(run)
+
+    def fn(params: PyTree, inputs: jax.Array) -> PyTree:
+        _check_sample(params, inputs)
+        sens = jitted(params, inputs)
+        _raise_on_nan(sens, "sensitivities")
+        return sens
+
+    return fn
+
+
+def _all_finite(*arrays: jax.Array) -> jax.Array:
+    ok = jnp.bool_(True)
+    for a in arrays:
+        ok &= jnp.all(jnp.isfinite(a))
+    return ok
+
+
+def _check_sample(params: PyTree, inputs: Any) -> None:
+    """``inputs`` has a non-empty batch axis; concrete ``inputs``/``params`` are finite."""
+    shape = jnp.shape(inputs)
+    if len(shape) < 1 or shape[0] < 1:
+        raise ValueError(f"inputs must have shape (|S|, ...) with |S| >= 1, got shape {shape}")
+    check_array_range("inputs", inputs)  # finiteness, reduced on device
+    check_array_range("params", params)
+
+
+def _raise_on_nan(tree: PyTree, what: str) -> None:
+    """Concrete results only: name the layers whose values are NaN."""
+    leaves = [(path_str(k), v) for k, v in jax.tree.leaves_with_path(tree, is_leaf=is_none) if v is not None]
+    if not leaves or not all(is_concrete(v) for _, v in leaves):
+        return
+    flags = jax.device_get([jnp.any(jnp.isnan(v)) for _, v in leaves])
+    bad = [k for (k, _), f in zip(leaves, flags, strict=True) if f]
+    if bad:
+        raise ValueError(
+            f"{what} of {bad} are NaN: the activations entering or leaving these layers are not finite "
+            "(the forward pass overflows float32 on these inputs)"
+        )
 
 
 def sensitivity(
@@ -355,6 +401,11 @@ def sensitivity(
       A pytree like ``params``: float32 sensitivities of each weight's shape on
       prunable leaves that are the kernel of a ``nn.Dense`` / ``nn.Conv`` layer
       the model calls, ``None`` on every other leaf.
+
+    Raises ``ValueError`` for an empty sample, NaN/inf ``inputs`` or ``params``,
+    and a forward pass whose activations overflow (naming the layers). Under
+    an outer ``jit`` these cannot be detected: the affected layers' sensitivities
+    are NaN (never a plausible value), and :func:`jaxprune.sipp.prune` refuses them.
     """
     fn = make_sensitivity_fn(
         apply_fn, patch_reduce=patch_reduce, prunable=prunable, memory_budget_bytes=memory_budget_bytes
@@ -379,7 +430,9 @@ def layer_stats(
     prod_{later layers k} |W^k|_F * |Z(x)| / |f(x)|`` where the later layers are
     the captured ones in call order and ``f(x)`` the last captured layer's
     output: an upper bound in the paper's sense for chain networks only.
-    One jitted pass; returns Python floats."""
+    One jitted pass; returns Python floats. An empty sample, NaN/inf
+    ``inputs``/``params`` or overflowing activations raise ``ValueError``."""
+    _check_sample(params, inputs)
 
     meta: dict[str, list] = {}  # static per-layer facts, filled while tracing
 
@@ -419,6 +472,12 @@ def layer_stats(
 
     deltas, kappas = jax.device_get(jax.jit(run)(params, inputs))
     order, sizes = meta["order"], meta["sizes"]
+    bad = [k for k, d, kp in zip(order, deltas, kappas, strict=True) if not np.isfinite([d, kp]).all()]
+    if bad:
+        raise ValueError(
+            f"delta/kappa of {bad} are not finite: the activations of these layers overflow float32 "
+            "on these inputs"
+        )
     return {
         k: {"delta": float(d), "kappa": float(kp), "output_size": int(n)}
         for k, d, kp, n in zip(order, deltas, kappas, sizes, strict=True)

@@ -30,9 +30,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune import _validate
 from jaxprune import masks as jp_masks
-from jaxprune._validate import check_choice, check_number
-from jaxprune.sipp.optalloc import _allocate_tree, eps_rand, group_stats, log_term, sign_sides
+from jaxprune._validate import check_choice, check_finite_number, check_number
+from jaxprune.sipp.optalloc import (
+    _allocate_tree,
+    _group_stats,
+    check_sensitivities,
+    eps_rand,
+    log_term,
+    sign_sides,
+)
 from jaxprune.tree import apply_mask, check_same_structure, is_none, neuron_view, path_str
 
 PyTree = Any
@@ -46,7 +54,17 @@ def draws_for_unique(q: jax.Array, m: jax.Array) -> jax.Array:
 
     ``q``: ``(..., F)`` probabilities (rows sum to 1 or are all 0); ``m``:
     ``(...)`` targets, which must be below the number of ``q_j > 0`` (else the
-    result saturates at 1e9). Bisection on ``log N``."""
+    result saturates at 1e9). Bisection on ``log N``.
+
+    ``q`` must be finite in ``[0, 1]`` and ``m`` finite ``>= 0`` with shape
+    ``q.shape[:-1]``: ``ValueError`` when concrete; under ``jit`` a group with
+    a NaN/inf/out-of-range entry gets NaN."""
+    q, m = jnp.asarray(q), jnp.asarray(m)
+    if q.ndim < 1 or m.shape != q.shape[:-1]:
+        raise ValueError(f"m must have shape q.shape[:-1] = {q.shape[:-1]}, got {m.shape} (q: {q.shape})")
+    _validate.check_array_range("q", q, low=0.0, high=1.0)
+    _validate.check_array_range("m", m, low=0.0)
+    ok = jnp.all(jnp.isfinite(q) & (q >= 0) & (q <= 1), axis=-1) & jnp.isfinite(m) & (m >= 0)
     log1mq = jnp.log1p(-jnp.clip(q, 0.0, 1.0 - 1e-7))
     target = m.astype(jnp.float32)
 
@@ -63,7 +81,7 @@ def draws_for_unique(q: jax.Array, m: jax.Array) -> jax.Array:
         return jnp.where(short, mid, lo), jnp.where(short, hi, mid)
 
     _, hi = jax.lax.fori_loop(0, _ITERS, body, (lo0, hi0))
-    return jnp.exp(hi)
+    return jnp.where(ok, jnp.exp(hi), jnp.nan)
 
 
 def _leaf_groups(s: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -167,24 +185,27 @@ def prune(
       kept weights reweighted), the mask (``None`` on non-prunable leaves), and
       a host-side report ``{"budget", "kept", "density", "error_bound",
       "layers": {path: {"kept", "size", "density", "eps", ...}}}``.
+
+    Raises ``ValueError`` for sensitivities that are NaN/inf or negative (e.g.
+    the NaN that :func:`jaxprune.sipp.sensitivity` returns under ``jit`` for
+    non-finite inputs), NaN/inf params, non-finite ``stats`` values, and
+    out-of-range or non-finite ``density``, ``c``, ``delta``, ``eta``.
+    ``prune`` runs on the host (its report is Python numbers): it is not
+    jittable, so these checks always run.
     """
     check_choice("variant", variant, VARIANTS)
     check_number("density", density, low=0.0, high=1.0, low_open=True)
-    check_number("c", c, low=0.0, low_open=True)
+    check_finite_number("c", c, low=0.0, low_open=True)
     if variant != "det" and key is None:
         raise ValueError(f"variant={variant!r} samples weights: pass key=jax.random.key(...) (got key=None)")
     check_same_structure(params, sensitivities, "params", "sensitivities")
+    check_sensitivities(sensitivities, params)
+    _check_stats(stats)
     flags = jax.tree.map(lambda s: s is not None, sensitivities, is_leaf=is_none)
     flat_s = jax.tree.leaves(sensitivities, is_leaf=is_none)
     flat_w = jax.tree.leaves(params, is_leaf=is_none)
     paths = [path_str(p) for p, _ in jax.tree.leaves_with_path(params, is_leaf=is_none)]
     live = [i for i, s in enumerate(flat_s) if s is not None]
-    for i in live:
-        if jnp.shape(flat_s[i]) != jnp.shape(flat_w[i]):
-            raise ValueError(
-                f"sensitivities at {paths[i]!r} have shape {jnp.shape(flat_s[i])}, "
-                f"params {jnp.shape(flat_w[i])}"
-            )
     n_total = sum(int(np.prod(jnp.shape(flat_s[i]))) for i in live)
     budget = round(density * n_total)
     if eta is None:
@@ -204,7 +225,7 @@ def prune(
         for i, e in zip(live, det_eps, strict=True):
             keep[i], eps[i] = flat_m[i], e
     else:
-        sums, sizes = group_stats(sensitivities, params)
+        sums, sizes = _group_stats(sensitivities, params)
         _, m_tree = _allocate_tree(sums, sizes, budget, c=c, log_factor=factor)
         flat_alloc = jax.tree.leaves(m_tree, is_leaf=is_none)
         keys = jax.random.split(key, len(flat_w))
@@ -219,6 +240,16 @@ def prune(
     new_params = jax.tree.unflatten(treedef, new_w) if variant != "det" else apply_mask(params, mask)
     report = _report(paths, live, keep, eps, det_used, pruned_groups, budget, n_total, stats)
     return new_params, mask, report
+
+
+def _check_stats(stats: dict[str, dict[str, float]] | None) -> None:
+    """``layer_stats`` output: finite numbers, ``output_size`` an int >= 1."""
+    for path, entry in (stats or {}).items():
+        for name in ("delta", "kappa"):
+            if name in entry:
+                check_finite_number(f"stats[{path!r}][{name!r}]", entry[name], low=0.0)
+        if "output_size" in entry:
+            _validate.check_int(f"stats[{path!r}]['output_size']", entry["output_size"], low=1)
 
 
 def _sample_leaves(variant, keys, s, w, m, c, log_factor):
