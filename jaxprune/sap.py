@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from jaxprune import _validate
 from jaxprune.masks.select import score_keys, select_columns, select_global
-from jaxprune.measures import pq_index, pqi_bound
+from jaxprune.measures import _scope, pq_index, pqi_bound
 from jaxprune.tree import PyTree, check_same_structure, full_mask, is_none, neuron_view, resolve_prunable
 
 SCOPES = ("global", "layer", "neuron")
@@ -53,12 +53,21 @@ class SapRecord(NamedTuple):
 
     ``pqi``: PQ Index of the unmasked weights (float32); ``r``: PQI-bound on
     the weights to retain (int32); ``c``: weights pruned this round (int32);
-    ``d``: unmasked weights before the round (int32)."""
+    ``d``: unmasked weights before the round (int32).
+
+    ``valid``: bool scalar, whether the round was carried out. It is False
+    only under ``jit`` (on concrete inputs the same conditions raise
+    ``ValueError``), when some param is NaN/inf or a traced ``eta_r``,
+    ``gamma`` or ``beta`` is outside its range (or NaN); then NOTHING is
+    pruned: ``c`` is 0 in every pool and the mask comes back unchanged, while
+    ``pqi`` is NaN and ``r`` is -1 in the pools holding a non-finite unmasked
+    weight (-1 everywhere for a bad ``eta_r``)."""
 
     pqi: PyTree
     r: PyTree
     c: PyTree
     d: PyTree
+    valid: Any = True
 
 
 def _floor_guarded(x: jax.Array) -> jax.Array:
@@ -74,13 +83,16 @@ def sap_counts(d: jax.Array, r: jax.Array, gamma: Any = 1.0, beta: Any = 0.9) ->
     ``d`` (unmasked weights) and ``r`` (PQI-bound, ``r <= d``) are int arrays
     of any matching shape; ``d == 0`` gives 0. Computed without division as
     ``min(floor(gamma (d - r)), floor(beta d))`` clipped to ``[0, d]``, which is
-    exact for the default ``gamma = 1``."""
+    exact for the default ``gamma = 1``. A negative ``r`` (the -1 that
+    :func:`jaxprune.measures.pqi_bound` gives for a non-finite pool) and a
+    NaN product (traced NaN ``gamma``/``beta``) give 0: nothing is pruned."""
     d = jnp.asarray(d, jnp.int32)
+    r = jnp.asarray(r)
     df = d.astype(jnp.float32)
-    by_bound = _floor_guarded(jnp.asarray(gamma, jnp.float32) * (df - jnp.asarray(r, jnp.float32)))
+    by_bound = _floor_guarded(jnp.asarray(gamma, jnp.float32) * (df - r.astype(jnp.float32)))
     by_beta = _floor_guarded(jnp.asarray(beta, jnp.float32) * df)
     c = jnp.clip(jnp.minimum(by_bound, by_beta), 0.0, df)
-    return c.astype(jnp.int32)
+    return jnp.where(jnp.isnan(c) | (r < 0), 0.0, c).astype(jnp.int32)
 
 
 def _pools(tree: PyTree, flags: list[bool]) -> list[Any]:
@@ -167,15 +179,30 @@ def unmasked_counts(mask: PyTree, scope: str = "global") -> PyTree:
     return jax.tree.map(lambda m: jnp.sum(neuron_view(m), axis=0, dtype=jnp.int32), mask)
 
 
+def _all_finite(params: PyTree) -> jax.Array:
+    """Whether every float leaf of ``params`` is free of NaN/inf (bool scalar)."""
+    ok = jnp.bool_(True)
+    for leaf in jax.tree.leaves(params):
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            ok &= jnp.all(jnp.isfinite(leaf))
+    return ok
+
+
 @functools.partial(jax.jit, static_argnames=("p", "q", "scope"))
 def _prune_round(params, mask, eta_r, gamma, beta, *, p, q, scope):
     # pq_index and pqi_bound share their power sums: under this jit XLA computes them once.
     pqi = pq_index(params, p, q, mask=mask, scope=scope)
     r = pqi_bound(params, p, q, eta_r, mask=mask, scope=scope)
     d = unmasked_counts(mask, scope)
-    c = jax.tree.map(lambda d_, r_: sap_counts(d_, r_, gamma, beta), d, r)
-    new_mask = prune_smallest(params, mask, c, scope=scope)
-    return new_mask, SapRecord(pqi=pqi, r=r, c=c, d=d)
+    # Under an outer jit the argument checks of prune_round cannot run: a round
+    # on non-finite params or with out-of-range hyperparameters prunes nothing.
+    eta_r, gamma, beta = (jnp.asarray(x, jnp.float32) for x in (eta_r, gamma, beta))
+    valid = _all_finite(params) & (eta_r >= 0) & (gamma >= 0) & (beta >= 0) & (beta <= 1)
+    c = jax.tree.map(lambda d_, r_: jnp.where(valid, sap_counts(d_, r_, gamma, beta), 0), d, r)
+    pruned = prune_smallest(params, mask, c, scope=scope)
+    new_mask = jax.tree.map(lambda n, m: jnp.where(valid, n, m), pruned, mask)
+    return new_mask, SapRecord(pqi=pqi, r=r, c=c, d=d, valid=valid)
 
 
 def prune_round(
@@ -209,8 +236,14 @@ def prune_round(
     Returns:
       ``(new_mask, record)``: the mask with ``c`` more entries pruned per
       pool, and a :class:`SapRecord` of ``pqi``, ``r``, ``c``, ``d`` per pool
-      (device arrays). Jittable: ``eta_r``, ``gamma`` and ``beta`` may be
-      traced; the counts are computed on device (no host round trip).
+      and ``valid`` (device arrays). Jittable: ``eta_r``, ``gamma`` and
+      ``beta`` may be traced; the counts are computed on device (no host
+      round trip).
+
+    Raises ``ValueError`` for invalid arguments and NaN/inf params. Under
+    ``jit`` (traced params or hyperparameters) these cannot raise: the round
+    then prunes nothing and says so with ``record.valid == False`` (see
+    :class:`SapRecord`).
     """
     _validate.check_p_q(p, q)
     _validate.check_number("eta_r", eta_r, low=0.0)
@@ -221,7 +254,7 @@ def prune_round(
         mask = full_mask(params, prunable)
     else:
         check_same_structure(params, mask)
-    _validate.check_finite("params", params)
+    _scope.check_all_finite("params", params)
     return _prune_round(params, mask, eta_r, gamma, beta, p=float(p), q=float(q), scope=scope)
 
 

@@ -296,3 +296,71 @@ def test_heavy_ties_on_large_leaves_match_numpy(scope):
                 want = [ref_layer(x, m, s) for x, m in zip(leaves, masks, strict=True)]
             for i, w in enumerate(want):
                 np.testing.assert_array_equal(np.asarray(got[f"l{i}"]), w)
+
+
+# ----------------------------------------------------------------------------- robustness (issue 17)
+# XLA:CPU flushes float32 subnormals to zero in float arithmetic/comparisons;
+# the NumPy reference (float64 argsort) does not.
+
+
+@st.composite
+def magnitude_scores(draw):
+    """Scores over all float32 magnitudes: subnormals, signed zeros, near-max values, ties."""
+    shape = draw(st.sampled_from([(4, 3), (6, 2)]))
+    n = int(np.prod(shape))
+    exps = draw(st.lists(st.integers(-155, 127), min_size=n, max_size=n))
+    mants = draw(st.lists(st.sampled_from([1.0, 1.25, 1.5, 1.75]), min_size=n, max_size=n))
+    signs = draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=n, max_size=n))
+    zeros = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    v = np.where(zeros, np.asarray(signs) * 0.0, np.asarray(signs) * np.ldexp(np.asarray(mants), exps))
+    return v.astype(np.float32).reshape(shape)
+
+
+@given(magnitude_scores(), st.sampled_from([0.25, 0.5, 0.75]), st.booleans(),
+       st.sampled_from(["global", "layer", "neuron"]))
+def test_subnormal_and_signed_zero_scores_rank_exactly(x, s, largest, scope):
+    got = jp.masks.topk({"w": jnp.asarray(x)}, s, scope=scope, prunable={"w": True}, largest=largest)["w"]
+    want = (ref_global([x], [None], s, largest)[0] if scope == "global"
+            else (ref_layer if scope == "layer" else ref_neuron)(x, None, s, largest))
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_listed_subnormal_score_case():
+    got = jp.masks.topk({"w": jnp.array([0.0, 1e-40, -0.0, 0.0])}, 0.75, prunable={"w": True})
+    np.testing.assert_array_equal(got["w"], [False, True, False, False])
+    low = jnp.asarray(np.array([0.0, 1e-39, 2e-39, 0.0]), jnp.bfloat16)  # bf16 subnormals
+    got = jp.masks.topk({"w": low}, 0.5, prunable={"w": True})
+    np.testing.assert_array_equal(got["w"], [False, True, True, False])
+
+
+def test_jit_with_captured_concrete_scores():
+    rng = np.random.default_rng(11)
+    leaves = [rng.standard_normal((5, 4)).astype(np.float32)]
+    scores = {"w": jnp.asarray(leaves[0])}
+    got = jax.jit(lambda s: jp.masks.topk(scores, s))(0.5)
+    np.testing.assert_array_equal(np.asarray(got["w"]), ref_global(leaves, [None], 0.5)[0])
+    bad = {"w": scores["w"].at[0, 0].set(jnp.nan)}
+    with pytest.raises(ValueError, match="NaN"):  # concrete, so checked even under jit
+        jax.jit(lambda s: jp.masks.topk(bad, s))(0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        jp.masks.topk({"w": bad["w"].astype(jnp.bfloat16)}, 0.5)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "neuron", "filter"])
+def test_traced_out_of_range_sparsity_prunes_nothing(scope):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    m = rng.random((4, 3)) < 0.7
+    scores = {"w": jnp.asarray(x if scope != "filter" else x[0])}
+    mask = {"w": jnp.asarray(m)}
+    fn = jax.jit(partial(jp.masks.topk, scope=scope))
+    for s in (1.5, -0.25, float("nan"), float("inf")):
+        got = fn(scores, jnp.float32(s), mask=mask)
+        np.testing.assert_array_equal(np.asarray(got["w"]), m, err_msg=f"sparsity={s}")
+        with pytest.raises(ValueError, match="sparsity"):
+            jp.masks.topk(scores, s, scope=scope, mask=mask)
+    got = fn(scores, jnp.float32(1.0), mask=mask)  # the edge of the range still prunes everything
+    assert not np.asarray(got["w"]).any()
+    if scope == "layer":
+        got = fn(scores, {"w": jnp.float32(2.0)}, mask=mask)
+        np.testing.assert_array_equal(np.asarray(got["w"]), m)

@@ -1,6 +1,8 @@
 """Tests of jaxprune.measures.sparsity against float64 NumPy references."""
 
 import math
+from decimal import Decimal, localcontext
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -308,3 +310,229 @@ def test_pqi_bound_in_range_and_shrinks_when_sparser(v, eta):
     sparser = v.copy()
     sparser[np.argsort(v)[: len(v) // 2]] *= 1e-3  # shrink the smaller half
     assert int(measures.pqi_bound(jnp.asarray(sparser, jnp.float32), 0.5, 1.0, eta)) <= r
+
+
+# ----------------------------------------------------------------------------- robustness (issue 17)
+# XLA:CPU flushes float32 subnormals to zero (FTZ/DAZ) and float32 sums/powers
+# overflow near 3.4e38; NaN cannot raise under jit. Expected values come from
+# exact decimal arithmetic on the float32 inputs (Python's decimal module) or
+# from the float64 references above, never from jaxprune.
+
+INF = float("inf")
+
+
+def dec_log_mean(a, e):
+    """log (mean |a|^e)^(1/e) in 90-digit decimal arithmetic (``e = inf``: log max);
+    ``a`` nonzero-free of NaN, at least one nonzero. Exact for any p >= 1e-30."""
+    with localcontext() as ctx:
+        ctx.prec = 90
+        vals = [abs(Decimal(float(v))) for v in np.ravel(np.asarray(a, np.float64))]
+        nz = [v for v in vals if v != 0]
+        top = max(nz)
+        if math.isinf(e):
+            return top.ln()
+        ee = Decimal(e)
+        s = sum((ee * (v / top).ln()).exp() for v in nz) / len(vals)
+        return s.ln() / ee + top.ln()
+
+
+def dec_pq(a, p, q):
+    a = np.asarray(a, np.float64)
+    if a.size == 0 or not a.any():
+        return 0.0
+    with localcontext() as ctx:
+        ctx.prec = 90
+        return float(1 - (dec_log_mean(a, p) - dec_log_mean(a, q)).exp())
+
+
+def dec_bound(a, p, q, eta):
+    """(r_lo, r_hi): the PQI-bound of the exact value, with the float32 guard's slack."""
+    a = np.asarray(a, np.float64)
+    d = a.size
+    if d == 0:
+        return 0, 0
+    a_, b_ = (1.0, p) if math.isinf(q) else (q / (q - p), q * p / (q - p))
+    log_ratio = float(dec_log_mean(a, p) - dec_log_mean(a, q)) if a.any() else 0.0
+    r = d * (1 + eta) ** (-a_) * math.exp(b_ * log_ratio)
+    return tuple(int(np.clip(math.ceil(r * f), 1, d)) for f in (1 - 2e-5, 1 + 2e-5))
+
+
+def f32_from_parts(center, offsets, mants, zeros):
+    """float32 vector with entries m * 2^(center + offset) (rounded into the
+    subnormal range, clipped below float32 max), some exact zeros."""
+    e = np.clip(np.asarray(offsets) + center, -160, 127)
+    v = np.ldexp(np.asarray(mants, np.float64), e)
+    v = np.where(np.asarray(zeros), 0.0, v)
+    return np.minimum(v, float(np.finfo(np.float32).max)).astype(np.float32)
+
+
+N_VEC = 6
+magnitude_vectors = st.builds(
+    f32_from_parts,
+    st.integers(-160, 127),  # subnormal ... near float32 max
+    st.lists(st.integers(-40, 2), min_size=N_VEC, max_size=N_VEC),
+    st.lists(st.floats(1.0, 2.0, exclude_max=True), min_size=N_VEC, max_size=N_VEC),
+    st.lists(st.booleans(), min_size=N_VEC, max_size=N_VEC),
+).map(lambda v: v * np.where(np.arange(N_VEC) % 2, -1, 1).astype(np.float32))
+
+
+def test_listed_subnormal_cases():
+    sub = np.array([1e-40, 2e-40, 0.0, 0.0], np.float32)
+    exact = sub.astype(np.float64)
+    assert abs(ref_pq(exact, 0.5, 1.0) - 0.514) < 1e-3
+    for fn in (lambda f: f, jax.jit):
+        w = jnp.asarray(sub)
+        np.testing.assert_allclose(fn(measures.pq_index)(w), ref_pq(exact, 0.5, 1.0), atol=2e-6)
+        assert int(fn(measures.pqi_bound)(w)) == ref_bound(exact, 0.5, 1.0, 0.0)
+        np.testing.assert_allclose(fn(partial_layer_si)(w), ref_si(exact, 0.5), rtol=2e-6)
+        np.testing.assert_allclose(fn(measures.gini)(w), ref_gini(exact), atol=2e-6)
+        np.testing.assert_allclose(fn(measures.hoyer)(w), ref_hoyer(exact), atol=2e-6)
+    # lq norms: exact in float32, subnormal results included
+    assert float(measures.lq_norm(sub, 1.0)) == float(np.float32(exact.sum()))
+    assert float(measures.lq_norm(sub, 2.0)) == float(np.float32(math.sqrt((exact**2).sum())))
+
+
+def test_listed_overflow_cases():
+    big = np.array([1e38, 5e37, 0.0, 0.0], np.float32)
+    np.testing.assert_allclose(measures.gini(big), ref_gini(big), atol=2e-6)
+    assert abs(ref_gini(big) - 0.583) < 1e-3
+    near_max = np.array([3e38, -3.4e38, 1.0, 2e38, 0.0], np.float32)
+    exact = near_max.astype(np.float64)
+    np.testing.assert_allclose(measures.gini(near_max), ref_gini(exact), atol=2e-6)
+    np.testing.assert_allclose(measures.hoyer(near_max), ref_hoyer(exact), atol=2e-6)
+    np.testing.assert_allclose(partial_layer_si(near_max), ref_si(exact, 0.5), rtol=2e-6)
+    for p, q in ((0.5, 1.0), (1.0, 2.0), (0.3, 1.7), (2.0, 4.0)):
+        np.testing.assert_allclose(measures.pq_index(near_max, p, q), ref_pq(exact, p, q), atol=2e-6)
+    assert float(measures.lq_norm(near_max[:2], 2.0)) == INF  # beyond float32 max
+    np.testing.assert_allclose(measures.lq_norm(near_max[2:], 0.5), (1 + math.sqrt(2e38)) ** 2, rtol=1e-6)
+
+
+def partial_layer_si(w, q=0.5):
+    return measures.sparsity_index(w, q, scope="layer")
+
+
+@given(magnitude_vectors, st.sampled_from([(0.5, 1.0), (1.0, 2.0), (0.1, 1.0), (0.3, 1.7), (1e-30, 1.0),
+                                            (0.5, INF), (2.0, 3.0)]))
+def test_pq_index_and_bound_exact_over_all_float32_magnitudes(w, pq):
+    p, q = pq
+    np.testing.assert_allclose(measures.pq_index(w, p, q), dec_pq(w, p, q), atol=3e-6)
+    lo, hi = dec_bound(w, p, q, 0.25)
+    assert lo <= int(measures.pqi_bound(w, p, q, 0.25)) <= hi
+
+
+@given(magnitude_vectors)
+def test_other_measures_exact_over_all_float32_magnitudes(w):
+    exact = w.astype(np.float64)
+    np.testing.assert_allclose(measures.gini(w), ref_gini(exact), atol=2e-6)
+    np.testing.assert_allclose(measures.hoyer(w), ref_hoyer(exact), atol=2e-6)
+    np.testing.assert_allclose(partial_layer_si(w, 0.3), ref_si(exact, 0.3), rtol=3e-6)
+    # lq norm: the float32 rounding of the exact value (which may be subnormal or overflow)
+    for q in (1.0, 2.0, 0.5):
+        want = (np.abs(exact) ** q).sum() ** (1 / q) if exact.any() else 0.0
+        got = float(measures.lq_norm(w, q))
+        if want > np.finfo(np.float32).max:
+            assert got == INF
+        else:
+            assert abs(got - want) <= 3e-6 * want + 2e-45  # one subnormal ulp
+    assert float(measures.lq_norm(w, INF)) == float(np.abs(exact).max())
+
+
+@pytest.mark.parametrize("scope", ["neuron", "layer", "global"])
+def test_scoped_and_masked_extreme_pools_match_reference(scope):
+    """Pools of subnormal, huge and ordinary columns in one call (the exact
+    branch then serves all of them), with a mask."""
+    cols = np.stack([
+        np.array([1e-40, 3e-41, 0.0, 2e-39, 5e-45], np.float32),
+        np.array([3e38, 1e38, 2.0, 0.0, 3.3e38], np.float32),
+        RNG.normal(size=5).astype(np.float32),
+        np.zeros(5, np.float32),
+    ], axis=1)
+    mask = np.ones(cols.shape, bool)
+    mask[1, 2] = mask[4, 0] = False
+    pools_ = [cols[:, j][mask[:, j]] for j in range(4)] if scope == "neuron" else [cols[mask]]
+    for p, q in ((0.5, 1.0), (0.1, 1.0)):
+        got = np.atleast_1d(measures.pq_index(cols, p, q, mask=mask, scope=scope))
+        np.testing.assert_allclose(got, [dec_pq(v, p, q) for v in pools_], atol=3e-6)
+    np.testing.assert_allclose(np.atleast_1d(measures.gini(cols, mask=mask, scope=scope)),
+                               [ref_gini(v) for v in pools_], atol=2e-6)
+    np.testing.assert_allclose(np.atleast_1d(measures.hoyer(cols, mask=mask, scope=scope)),
+                               [ref_hoyer(v) for v in pools_], atol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_subnormals(dtype):
+    # bf16 subnormals stay subnormal in float32; float16 ones become normal float32
+    tiny = 1e-39 if dtype == jnp.bfloat16 else 1e-6
+    x = jnp.asarray(np.array([tiny, 2 * tiny, 0.0, 4 * tiny]), dtype)
+    exact = np.asarray(x.astype(jnp.float32), np.float64)
+    assert exact.any()
+    np.testing.assert_allclose(measures.pq_index(x), ref_pq(exact, 0.5, 1.0), atol=2e-6)
+    np.testing.assert_allclose(measures.gini(x), ref_gini(exact), atol=2e-6)
+
+
+def _nan_inf_columns():
+    w = np.random.default_rng(5).normal(size=(4, 3)).astype(np.float32)
+    w[1, 1] = np.nan
+    w[2, 2] = np.inf
+    return w
+
+
+@pytest.mark.parametrize("name", ["pq_index", "hoyer", "gini", "sparsity_index"])
+def test_non_finite_under_jit_is_nan_per_pool(name):
+    w = _nan_inf_columns()
+    fn = getattr(measures, name)
+    ref = {"pq_index": lambda a: ref_pq(a, 0.5, 1.0), "hoyer": ref_hoyer, "gini": ref_gini,
+           "sparsity_index": lambda a: ref_si(a, 0.5)}[name]
+    got = np.asarray(jax.jit(partial(fn, scope="neuron"))(w))
+    np.testing.assert_allclose(got[0], ref(w[:, 0].astype(np.float64)), rtol=2e-6)
+    assert np.isnan(got[1]) and np.isnan(got[2])
+    assert np.isnan(jax.jit(partial(fn, scope="global"))(w))
+    with pytest.raises(ValueError, match="NaN"):
+        fn(w, scope="neuron")
+    with pytest.raises(ValueError, match="NaN"):  # bf16 leaves are checked too
+        fn(jnp.asarray(w, jnp.bfloat16), scope="neuron")
+
+
+def test_non_finite_under_jit_counts_and_norms():
+    w = _nan_inf_columns()
+    bound = np.asarray(jax.jit(partial(measures.pqi_bound, scope="neuron"))(w))
+    assert bound[0] == ref_bound(w[:, 0].astype(np.float64), 0.5, 1.0, 0.0)
+    np.testing.assert_array_equal(bound[1:], [-1, -1])  # -1: never a valid count
+    np.testing.assert_array_equal(jax.jit(measures.abp_retained)(w.T)[1:], [-1, -1])
+    assert np.isnan(jax.jit(measures.lq_norm, static_argnums=1)(w, 2.0))
+    assert np.isnan(jax.jit(measures.lq_norm, static_argnums=1)(w, INF))
+    # a NaN among MASKED entries is excluded like any masked entry
+    mask = np.isfinite(w)
+    got = jax.jit(partial(measures.pq_index, scope="neuron"))(w, mask=mask)
+    np.testing.assert_allclose(got, [ref_pq(w[:, j][mask[:, j]], 0.5, 1.0) for j in range(3)], rtol=2e-6)
+    # a traced negative / NaN eta_r: no plausible count either
+    fn = jax.jit(lambda e: measures.pqi_bound(w[:, 0], eta_r=e))
+    assert int(fn(-0.5)) == -1 and int(fn(jnp.nan)) == -1 and int(fn(0.0)) == bound[0]
+
+
+def test_exponent_limits():
+    w = np.array([1.0, 2.0, 3.0, 0.0, 0.5], np.float32)
+    nz = w[w != 0].astype(np.float64)
+    # q = inf: ||w||_inf = max (the limit of the power mean)
+    want = 1 - np.mean(np.sqrt(np.abs(w.astype(np.float64)))) ** 2 / 3.0
+    np.testing.assert_allclose(measures.pq_index(w, 0.5, INF), want, atol=1e-6)
+    r = 5 * (1 - want) ** 0.5 / 1.1  # (q/(q-p), qp/(q-p)) -> (1, p)
+    assert int(measures.pqi_bound(w, 0.5, INF, 0.1)) == math.ceil(r)
+    # p -> 0: the power mean -> the geometric mean (zeros: -> 0, so I -> 1)
+    np.testing.assert_allclose(measures.pq_index(nz.astype(np.float32), 1e-30, 1.0),
+                               1 - math.exp(np.mean(np.log(nz))) / nz.mean(), atol=1e-6)
+    assert float(measures.pq_index(w, 1e-30, 1.0)) == 1.0
+    # ... and r -> number of nonzero entries (d (n/d)^(qp/(q-p) / p) with p -> 0)
+    assert int(measures.pqi_bound(w, 1e-30, 1.0)) == 4
+    # SI with tiny q: one nonzero entry is maximally sparse (1); more -> ||w||_q explodes
+    np.testing.assert_allclose(partial_layer_si(np.array([0, 0, 3.0], np.float32), 1e-30), 1.0, rtol=1e-6)
+    assert float(partial_layer_si(w, 1e-30)) == 0.0
+    for bad in (1e-300, 1e-31):
+        with pytest.raises(ValueError, match=r"p=.*valid range \[1e-30"):
+            measures.pq_index(w, bad, 1.0)
+        with pytest.raises(ValueError, match=r"q=.*valid range"):
+            measures.sparsity_index(w, bad)
+        with pytest.raises(ValueError, match=r"q=.*valid range"):
+            measures.lq_norm(w, bad)
+    assert float(measures.lq_norm(np.array([-1e-40, 3e-42], np.float32), INF)) == float(np.float32(1e-40))
+    np.testing.assert_allclose(measures.pq_index(w, 0.5, 1e39), want, atol=1e-6)  # beyond float32: inf

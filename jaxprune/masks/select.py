@@ -36,8 +36,18 @@ If ``count(keys >= t) == k`` the mask is ``keys >= t``; otherwise the first
 index of the last one is found from per-block tie counts (blocks of ~sqrt(n)
 entries) and one block's cumulative count, per column by a cumulative count.
 
-NaN scores raise ``ValueError`` on concrete inputs; under ``jit`` (where a
-data-dependent error is impossible) NaN ranks below every other score.
+The keys come from integer operations on the float32 bit pattern only, so
+the ranking is exact for every float32 score, subnormals included (XLA:CPU
+flushes subnormals to zero in float arithmetic and comparisons; a key never
+goes through either): ``1e-40`` ranks above ``0``.
+
+NaN scores raise ``ValueError`` on concrete inputs (also concrete arrays
+captured by a jitted function: the check runs on the host); under ``jit``
+(where a data-dependent error is impossible) NaN ranks below every other
+score. A sparsity outside ``[0, 1]`` (or NaN) raises ``ValueError`` when it is
+a concrete number; a traced one cannot raise, and then keeps every unmasked
+entry of its pool (prunes nothing, the mask is returned unchanged) rather than
+clipping to a plausible-looking mask.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view, pa
 SCOPES = ("global", "layer", "neuron", "filter")
 
 _TOP_BIT = np.uint32(0x80000000)
+_INF_BITS = np.uint32(0x7F800000)
 
 
 @partial(jax.jit, static_argnames="largest")
@@ -64,14 +75,18 @@ def score_keys(x: jax.Array, valid: jax.Array | None = None, *, largest: bool = 
 
     Non-NaN float32 values map to ``[0x007FFFFF, 0xFF800000]`` monotonically
     (decreasingly if ``largest=False``); NaN maps to 1 and entries where
-    ``valid`` is False to 0, so both rank below every real score."""
+    ``valid`` is False to 0, so both rank below every real score.
+
+    Only integer operations on the bit pattern: no float comparison, which
+    XLA:CPU evaluates with subnormals flushed to zero (FTZ/DAZ), so e.g.
+    ``1e-40`` ranks above ``0`` and below ``2e-40``. ``-0.0`` ties with ``+0.0``."""
     f = jnp.asarray(x).astype(jnp.float32)
-    f = jnp.where(f == 0, jnp.float32(0), f)  # -0.0 ties with +0.0
     bits = lax.bitcast_convert_type(f, jnp.uint32)
+    bits = jnp.where(bits == _TOP_BIT, jnp.uint32(0), bits)  # -0.0 -> +0.0
     key = jnp.where(bits >= _TOP_BIT, ~bits, bits | _TOP_BIT)
     if not largest:
         key = ~key
-    key = jnp.where(jnp.isnan(f), jnp.uint32(1), key)
+    key = jnp.where((bits & ~_TOP_BIT) > _INF_BITS, jnp.uint32(1), key)  # NaN
     if valid is not None:
         key = jnp.where(valid, key, jnp.uint32(0))
     return key
@@ -239,17 +254,26 @@ def _is_scalar(x: Any) -> bool:
 
 def _num_kept(sparsity: Any, n: int, name: str) -> jax.Array:
     """``round((1 - sparsity) * n)`` as int32: float64 on the host for concrete
-    sparsities, float32 on device for traced ones."""
+    sparsities (``ValueError`` outside ``[0, 1]``), float32 on device for
+    traced ones, where an out-of-range or NaN sparsity cannot raise: it keeps
+    all ``n`` (prunes nothing) instead of a plausible-looking mask."""
     check_number(name, sparsity, low=0.0, high=1.0)
     if isinstance(sparsity, jax.core.Tracer):
-        return jnp.round((1.0 - jnp.asarray(sparsity, jnp.float32)) * n).astype(jnp.int32)
+        s = jnp.asarray(sparsity, jnp.float32)
+        k = jnp.round((1.0 - jnp.clip(s, 0.0, 1.0)) * n).astype(jnp.int32)
+        return jnp.where((s >= 0.0) & (s <= 1.0), k, jnp.int32(n))
     return jnp.int32(round((1.0 - float(sparsity)) * n))
 
 
 def _check_no_nan(path: tuple, x: Any) -> None:
-    if isinstance(x, jax.core.Tracer) or jnp.asarray(x).dtype.kind != "f":
+    """NaN check of a concrete score leaf, on the host (NumPy), so that it also
+    works for concrete arrays captured by a function under ``jit``."""
+    if isinstance(x, jax.core.Tracer):
         return
-    if bool(jnp.any(jnp.isnan(x))):
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fc" and arr.dtype.name not in ("bfloat16", "float16"):
+        return
+    if np.isnan(arr.astype(np.float32) if arr.dtype.kind != "c" else arr).any():
         raise ValueError(f"scores contain NaN at {path_str(path) or '<root>'}; scores must not be NaN")
 
 
@@ -270,7 +294,9 @@ def topk(
         for ``scope="filter"``). ``None`` leaves are not prunable.
       sparsity: fraction in ``[0, 1]`` pruned per pool: a Python/NumPy float or
         a (traced) jnp scalar; for ``scope="layer"`` also a pytree with the
-        scores' structure holding one sparsity per prunable leaf.
+        scores' structure holding one sparsity per prunable leaf. Outside
+        ``[0, 1]`` or NaN: ``ValueError`` if concrete; if traced, that pool
+        prunes nothing (see the module docstring).
       scope: ``"global"`` | ``"layer"`` | ``"neuron"`` | ``"filter"`` (module docstring).
       prunable: which leaves to select on (pytree of bools, or a mask); default:
         the non-``None`` leaves of ``mask`` if given, else

@@ -103,8 +103,21 @@ def gather(
         values.append(jnp.asarray(leaf))
         masks.append(None if m is None else jnp.asarray(m))
     if check_finite:
-        _validate.check_finite(name, named)
+        check_all_finite(name, named)
     return Pools(values, masks, treedef, list(flags))
+
+
+def check_all_finite(name: str, tree: PyTree) -> None:
+    """:func:`jaxprune._validate.check_finite` that also covers bfloat16 leaves
+    (whose NumPy dtype is not of kind ``"f"``): ``ValueError`` on a NaN/inf
+    in a concrete leaf; traced leaves are skipped."""
+
+    def host(x: Any) -> Any:
+        if isinstance(x, jax.core.Tracer) or getattr(x, "dtype", None) != jnp.bfloat16:
+            return x
+        return np.asarray(x).astype(np.float32)
+
+    _validate.check_finite(name, jax.tree.map(host, tree))
 
 
 def pool_view(x: jax.Array, m: jax.Array | None, scope: str) -> tuple[jax.Array, jax.Array | None]:

@@ -8,31 +8,76 @@ semantics of :mod:`jaxprune.measures._scope`: ``"global"`` -> scalar,
 prunable leaf whatever its ``ndim``. Masked-out entries are excluded from the
 pool (``d`` counts unmasked entries). Inputs of any float dtype (bf16, float16)
 are computed in float32. Everything is jittable; argument checks run at trace
-time, and the NaN check only on concrete (non-traced) inputs.
+time.
+
+Non-finite inputs: on concrete (non-traced) inputs a NaN/inf in a prunable
+leaf raises ``ValueError``. Under ``jit`` that is impossible, so a pool with a
+NaN or inf among its UNMASKED entries gives NaN (float measures) or -1 (the
+integer counts :func:`pqi_bound` and :func:`abp_retained`); never a plausible
+value. Other pools of the same call are unaffected.
+
+Range of exactness
+------------------
+Every measure is exact to float32 rounding (see below for the size of the
+error) for ANY finite float32 input: subnormal entries (which XLA:CPU flushes
+to zero in arithmetic, FTZ/DAZ) and entries near the float32 maximum included,
+bf16/float16 inputs too (their conversion to float32 is exact). Plain float
+sums are used only where a check proves that flushed or overflowed terms
+cannot matter; otherwise magnitudes are handled only in forms that cannot
+flush or overflow: the bit pattern of ``|w|`` (an integer; its max is exact),
+its exact split ``|w| = m 2^E`` with ``m`` in ``[1, 2)`` (integer operations),
+and logarithms ``log|w| - log max`` formed from that split. The PQ Index,
+Gini, Hoyer and SI are invariant to scaling ``w`` by ``c > 0`` (each is a
+ratio of two norms of the same degree, or of ``c|w|`` sums), so dividing a
+pool by a power of two is exact and changes nothing; the PQI-bound and ABP's
+``m`` depend on ``w`` only through ``I`` resp. ``SI`` (and ``d``), so they are
+invariant too; only :func:`lq_norm` is not, and it reapplies the power of two
+exactly at the end (subnormal results included).
 
 Numerics of the power means
 ---------------------------
 The PQ Index, SI, Hoyer and lq norm all reduce to generalized means
-``G_e = log (mean |w|^e)^(1/e)`` of a pool, for two exponents. The common case
-is ONE pass over the data: the unscaled sums ``S_e = sum |w|^e`` (plus the
-unmasked count when masked), with ``|w|^e`` special-cased to
-``abs``/``sqrt``/products for e in {0.25, 0.5, 1, 1.5, 2, 3, 4} and
-``exp(e * log|w|)`` otherwise. The sums are exact to float32 rounding unless
-a term overflowed (then ``S_e`` is inf) or the dominant terms underflowed; the
-latter cannot matter when ``S_e >= 2^24 * d * tiny`` (tiny = smallest normal
-float32, ~1.2e-38), since terms that flush to zero lose less than
-``d * tiny <= 2^-24 S_e``. So each pool is checked after the pass:
-``S_e`` finite and ``>= 2^24 d tiny`` for both exponents, or an all-zero pool
-(``S_e == 0`` for the smaller exponent when it is <= 1, because ``a^e >= a``
-for normal ``a <= 1``). Only if some pool fails (entries beyond ~1e±30 at
-q = 1, ~1e±3 at q = 10), a ``lax.cond`` branch recomputes everything scaled by
-the pool max ``M`` in log space: ``sum exp(e (log|w| - log M))`` has terms <= 1
-(no overflow, and the max term is 1), and underflowing terms are < 1e-38 each,
-negligible against 1 for any d <= 1e8 (two more passes: max, then sums).
-Finally ``log(S_e / d) / e`` is formed on scalars, so the PQ Index
-``1 - exp(G_p - G_q)`` is exact to float32 rounding, amplified by at most 1/p
-through the 1/p-th root, for 0 < p < q, d < 2^31 and any finite entries.
-Sums are accumulated in float32 by XLA (pairwise/vectorized on CPU).
+``G_e = log (mean |w|^e)^(1/e)`` of a pool, for two exponents, carried as
+``G_e = log(n/d)/e + b_e + (k_e/e + scale) ln2`` (``n`` = nonzero entries,
+``k_e`` and ``scale`` integers) and combined by :func:`_combine` with static
+rational coefficients, so that ``1/e``-fold terms of tiny exponents and a
+common magnitude of the data cancel exactly instead of in float32.
+
+The common case is ONE pass over the data (XLA:CPU fuses only plain float
+arithmetic into its reductions; a bit cast, compare or select would cost a
+materialized copy, so the pass has none): per exponent the sum
+``S_e = sum |w|^e`` (``|w|^e`` special-cased to ``abs``/``sqrt``/products for
+e in {0.25, 0.5, 1, 1.5, 2, 3, 4}, ``exp(e log|w|)`` otherwise), for small
+non-special exponents ``e < 1/4`` instead ``T_e = sum expm1(e log|w|)``
+(``log mean = log1p(T/d)``: no ``1/e`` amplification of rounding) plus
+``min |w|``, for ``e = inf`` the max. Each pool is then checked:
+
+- ``S_e`` finite and ``>= 2^24 d tiny^min(e, 1)``: every term lost to
+  FTZ/DAZ (a subnormal entry, an underflowed power) is below
+  ``tiny^min(e, 1)``, so together below ``2^-24 S_e``; for ``exp(e log|w|)``
+  also ``|log(S_e/d)| <= 12 e`` (each term is exact to ~``eps |log|w||``);
+- ``T_e``: ``min |w| > 0`` (no zero or subnormal entry: DAZ compares them as
+  0), ``T_e >= -d/2`` and ``|T_e| <= 12 e d``;
+- the max finite and positive.
+
+If some pool fails, a ``lax.cond`` branch reads the bit patterns (exact
+integer max per pool). Pools that failed only for being all zero (``S == 0``
+cannot tell zeros from subnormals under DAZ) are settled by that max alone;
+otherwise everything is recomputed relative to the pool max ``M``:
+``log r = log(|w|/M) <= 0`` exactly from the bit split, and both
+``S = sum r^e`` (max term 1, no overflow) and ``T = sum_{w != 0}
+expm1(e log r)``, using ``T`` where ``S >= n/2`` (then ``1 + T/n`` has no
+cancellation) and ``S`` otherwise (then the ``1/e``-th root is damped by
+``(S/n)^(1/e) <= 2^(-1/e)``). NaN/inf entries also land in this branch
+(their pools give NaN).
+
+Accuracy: the PQ Index is within ~1e-6 absolute (a few float32 roundings of
+logarithms of moderate size; typically ~1e-7) of the exact value, for ANY
+finite float32 entries, ``1e-30 <= p < q <= inf`` (``q = inf``: the max, the
+limit of the power mean; ``p < 1e-30`` raises: ``p`` and ``p log|w|`` must
+stay normal float32 numbers) and ``d < 2^31``; SI, Hoyer and the lq norm
+to ~1e-6 relative. Sums are accumulated in float32 by XLA (pairwise/vectorized
+on CPU), which adds ~1e-7 log2(d) relative.
 """
 
 from __future__ import annotations
@@ -40,16 +85,107 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from jaxprune import _validate
 from jaxprune.measures import _scope
 from jaxprune.tree import PyTree
 
 _F32 = jnp.finfo(jnp.float32)
-_LOG_TINY = math.log(float(_F32.tiny)) + 24 * math.log(2.0)  # flushed terms < 2^-24 of the sum
+
+
+def _log_floor(e: float) -> float:
+    """``log(2^24 tiny^e)``: sums above ``d`` times this lose < 2^-24 to terms below ``tiny^e``."""
+    return e * math.log(float(_F32.tiny)) + 24 * math.log(2.0)
+
+
+#: Smallest exponent accepted (p of the PQ Index, q of SI and lq_norm).
+MIN_EXPONENT = 1e-30
+_SMALL_EXPONENT = 0.25  # non-special exponents below this use the expm1 sums
+_SPREAD = 12.0  # fast exp/expm1 sums need typical |log|w|| <~ _SPREAD (precision ~eps * _SPREAD)
+
+_ABS_MASK = np.uint32(0x7FFFFFFF)
+_INF_BITS = np.uint32(0x7F800000)
+_MANT_MASK = np.uint32(0x007FFFFF)
+_ONE_BITS = np.uint32(0x3F800000)
+_MIN_NORMAL_BITS = np.uint32(0x00800000)
+_LN2_HI = np.float32(0.693359375)  # 9 significant bits: k * _LN2_HI is exact for |k| < 2^15
+_LN2_LO = np.float32(math.log(2.0) - 0.693359375)
+_LN2 = np.float32(math.log(2.0))
+_INV_LN2 = np.float32(1.0 / math.log(2.0))
+
+
+# ----------------------------------------------------------------------------- exact bit-level helpers
+
+
+def _abs_bits(x: jax.Array) -> jax.Array:
+    """The bit pattern of ``|x|`` (float32 -> uint32). Non-negative floats order
+    like their bit patterns, and integer operations never flush subnormals;
+    ``>= 0x7F800000`` means inf or NaN."""
+    return lax.bitcast_convert_type(x, jnp.uint32) & _ABS_MASK
+
+
+def _split(bits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``|x| = m * 2^E`` exactly, for the :func:`_abs_bits` of a finite nonzero
+    ``x`` (subnormals included): ``m`` float32 in ``[1, 2)``, ``E`` int32.
+    Integer operations and an exact int -> float conversion only."""
+    sub = bits < _MIN_NORMAL_BITS
+    # a subnormal is M * 2^-149 with the integer M < 2^23, which converts exactly to a normal float
+    significand = (bits & _MANT_MASK).astype(jnp.int32).astype(jnp.float32)
+    b = jnp.where(sub, lax.bitcast_convert_type(significand, jnp.uint32), bits)
+    e = (b >> 23).astype(jnp.int32) - jnp.where(sub, 127 + 149, 127)
+    m = lax.bitcast_convert_type((b & _MANT_MASK) | _ONE_BITS, jnp.float32)
+    return m, e
+
+
+def _pow2(k: jax.Array) -> jax.Array:
+    """``2^k`` (float32) for int32 ``k`` in ``[-126, 127]``; 0 below -126."""
+    bits = (jnp.clip(k, -126, 127) + 127) << 23
+    return jnp.where(k >= -126, lax.bitcast_convert_type(bits.astype(jnp.int32), jnp.float32), 0.0)
+
+
+def _scaled(bits: jax.Array, e_top: jax.Array) -> jax.Array:
+    """``|x| / 2^e_top`` exactly, for :func:`_abs_bits` ``bits`` of finite ``x``
+    with ``|x| < 2^(e_top + 1)``: in ``[0, 2)``; values below ``2^-126`` (less
+    than ``2^-126`` of the max) give 0."""
+    m, e = _split(bits)
+    return jnp.where(bits == 0, 0.0, m * _pow2(e - e_top))
+
+
+def _log_ratio(bits: jax.Array, log_m_top: jax.Array, e_top: jax.Array) -> jax.Array:
+    """``log(|x| / top) <= 0`` for the :func:`_abs_bits` of finite ``x`` and
+    ``top = m_top 2^e_top >= |x|`` (``-inf`` for ``x = 0``); the exponent
+    difference is an exact integer, so entries near the top lose nothing."""
+    m, e = _split(bits)
+    k = (e - e_top).astype(jnp.float32)
+    r = (jnp.log(m) - log_m_top) + k * _LN2_LO + k * _LN2_HI
+    return jnp.where(bits == 0, -jnp.inf, jnp.minimum(r, 0.0))
+
+
+def _ldexp(y: jax.Array, n: jax.Array) -> jax.Array:
+    """``y * 2^n`` correctly rounded (to nearest even), subnormal results
+    included, inf on overflow; ``y`` positive normal float32, ``n`` int32."""
+    b = lax.bitcast_convert_type(y, jnp.int32)
+    be = (b >> 23) + n  # biased exponent of the result
+    frac = b & 0x7FFFFF
+    normal = lax.bitcast_convert_type((jnp.clip(be, 1, 254) << 23) | frac, jnp.float32)
+    s = jnp.clip(1 - be, 1, 25)  # right shift of the 24-bit significand for a subnormal result
+    sig = frac | 0x800000
+    q = sig >> s
+    rem = sig & ((1 << s) - 1)
+    half = 1 << (s - 1)
+    q = q + ((rem > half) | ((rem == half) & ((q & 1) == 1))).astype(jnp.int32)
+    sub = lax.bitcast_convert_type(q, jnp.float32)
+    return jnp.where(be >= 255, jnp.inf, jnp.where(be >= 1, normal, sub))
+
+
+# ----------------------------------------------------------------------------- power means
 
 
 def _abs_alt(x: jax.Array) -> jax.Array:
@@ -76,13 +212,42 @@ def _power(x: jax.Array, e: float) -> jax.Array:
     return cheap(x) if cheap is not None else jnp.exp(e * jnp.log(jnp.abs(x)))
 
 
-def _sum_pools(stats: list[tuple], combine: bool) -> list[tuple]:
-    """Add up per-leaf ``(d, sums)`` into one pool when ``combine``."""
-    if not combine:
-        return stats
-    d = sum((s[0] for s in stats), jnp.int32(0))
-    sums = tuple(sum((s[1][i] for s in stats), jnp.float32(0)) for i in range(len(stats[0][1])))
-    return [(d, sums)]
+def _exponent(e: float) -> float:
+    """A static exponent as used on device: beyond the float32 range it is
+    ``inf`` (the max), which equals the power mean to float32 precision there."""
+    e = float(e)
+    return math.inf if e > float(_F32.max) else e
+
+
+def _form(e: float) -> str:
+    """How the one-pass (fast) branch sums ``|w|^e``: ``"max"`` for ``e = inf``,
+    ``"expm1"`` for small non-special exponents, ``"sum"`` otherwise."""
+    if math.isinf(e):
+        return "max"
+    if float(e) in _CHEAP_POWERS or e >= _SMALL_EXPONENT:
+        return "sum"
+    return "expm1"
+
+
+class _Pool(NamedTuple):
+    """Power means of one pool (arrays of the pool shape).
+
+    ``d``: unmasked entries (int32); ``n``: nonzero unmasked entries (float32;
+    equal to ``d`` where not needed); ``nonzero``/``finite``: some unmasked
+    entry is nonzero / all are finite; per exponent ``b`` (float32) and ``k``
+    (int32), and ``scale`` (int32), with
+    ``G_e = log(mean |w|^e)/e = log(n/d)/e + b_e + (k_e/e + scale) ln2``
+    (finite ``e``), ``G_inf = log max|w| = b_inf + (k_inf + scale) ln2``. The
+    integer parts carry the magnitude exactly, so that it cancels exactly
+    between exponents (see :func:`_combine`)."""
+
+    d: jax.Array
+    n: jax.Array
+    nonzero: jax.Array
+    finite: jax.Array
+    b: tuple[jax.Array, ...]
+    k: tuple[jax.Array, ...]
+    scale: jax.Array
 
 
 def _log_means(
@@ -92,84 +257,229 @@ def _log_means(
     exponents: tuple[float, ...],
     axis: int,
     combine: bool,
-) -> list[tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]]:
-    """Per pool ``(d, nonzero, (G_e for e in exponents))``: unmasked count
-    (int32), whether any unmasked entry is nonzero, and the log generalized
-    means ``G_e = log(mean |w|^e) / e`` (meaningless where ``nonzero`` is False).
+) -> list[_Pool]:
+    """The :class:`_Pool` of every pool; see the module docstring for the numerics.
 
     ``view(leaf, mask)`` gives the float32 values and bool mask, reduced
     along ``axis``; it is applied inside each pass so that nothing is
-    materialized. With ``combine`` all leaves form one pool (global scope).
-    See the module docstring for the numerics."""
-
-    def masked_view(x, m):
-        x, m = view(x, m)
-        return (x, m) if m is None else (jnp.where(m, x, 0.0), m)
+    materialized. With ``combine`` all leaves form one pool (global scope)."""
+    forms = tuple(_form(e) for e in exponents)
 
     def count(x, m):
         if m is None:
             return jnp.full(x.shape[: axis % x.ndim] + x.shape[axis % x.ndim + 1 :], x.shape[axis], jnp.int32)
         return jnp.sum(m, axis=axis, dtype=jnp.int32)
 
-    views = [masked_view(x, m) for x, m in zip(leaves, masks, strict=True)]
-    stats = [(count(x, m), tuple(jnp.sum(_power(x, e), axis=axis) for e in exponents)) for x, m in views]
-    pools = _sum_pools(stats, combine)
-    e_min = min(exponents)
+    def masked(m, term, fill=0.0):
+        return term if m is None else jnp.where(m, term, fill)
 
-    def safe(d: jax.Array, sums: tuple[jax.Array, ...]) -> jax.Array:
-        floor = jnp.exp(_LOG_TINY) * d.astype(jnp.float32)
+    views = [view(x, m) for x, m in zip(leaves, masks, strict=True)]
+
+    # ---- the one pass: only ops that XLA:CPU fuses into its reductions (no bit
+    # casts, compares or selects, which would materialize a copy of the data).
+    stats = []
+    for x, m in views:
+        sums = []
+        for e, form in zip(exponents, forms, strict=True):
+            if form == "sum":
+                sums.append(jnp.sum(_power(masked(m, x), e), axis=axis))
+            elif form == "expm1":  # valid only if no entry is 0 or subnormal: min |w| > 0 below
+                sums.append(jnp.sum(masked(m, jnp.expm1(e * jnp.log(jnp.abs(x)))), axis=axis))
+            else:
+                sums.append(jnp.max(masked(m, jnp.abs(x)), axis=axis, initial=0.0))
+        low = None
+        if "expm1" in forms:
+            low = jnp.min(masked(m, jnp.abs(x), jnp.inf), axis=axis, initial=jnp.inf)
+        stats.append((count(x, m), low, sums))
+    if combine:
+        d = sum((s[0] for s in stats), jnp.int32(0))
+        low = jnp.min(jnp.stack([s[1] for s in stats])) if "expm1" in forms else None
+        sums = []
+        for i, form in enumerate(forms):
+            parts = [s[2][i] for s in stats]
+            sums.append(jnp.max(jnp.stack(parts)) if form == "max" else sum(parts, jnp.float32(0)))
+        stats = [(d, low, sums)]
+
+    def check(d, low, sums):
+        """The pool's fast sums are exact (see the module docstring), or it is empty.
+
+        Under FTZ/DAZ a subnormal entry reads as 0, so nothing here can tell
+        an all-zero pool from one of subnormals: such pools (S == 0) take the
+        exact branch."""
+        df = d.astype(jnp.float32)
         ok = jnp.ones(d.shape, bool)
-        for s in sums:
-            ok &= jnp.isfinite(s) & (s >= floor)
-        # sum |w|^e_min == 0 with e_min <= 1 means all entries are 0 (a^e >= a for normal a <= 1).
-        zero = (d == 0) | ((sums[exponents.index(e_min)] == 0) if e_min <= 1.0 else False)
-        return jnp.all(ok | zero)
+        for e, form, s in zip(exponents, forms, sums, strict=True):
+            if form == "sum":
+                # flushed terms (subnormal entries, underflowed powers) are each < tiny^min(e, 1)
+                floor = math.exp(_log_floor(min(e, 1.0))) * df
+                ok &= jnp.isfinite(s) & (s >= floor)
+                if float(e) not in _CHEAP_POWERS:  # exp(e log|w|) is exact to ~eps |log|w||
+                    ok &= jnp.abs(jnp.log(s / df)) <= _SPREAD * e
+            elif form == "expm1":  # no zero/subnormal entry (DAZ compares them as 0), n = d
+                ok &= jnp.isfinite(s) & (s >= -0.5 * df) & (jnp.abs(s) <= _SPREAD * e * df) & (low > 0)
+            else:
+                ok &= jnp.isfinite(s) & (s > 0)
+        return ok | (d == 0)
 
-    all_safe = jnp.all(jnp.stack([safe(d, sums) for d, sums in pools]))
+    checks = [check(*s) for s in stats]
+    all_safe = jnp.all(jnp.stack([jnp.all(ok) for ok in checks]))
 
-    def direct():
+    def direct(tops=None):
         out = []
-        for d, sums in pools:
-            df = d.astype(jnp.float32)
-            logs = tuple(jnp.log(s / df) / e for s, e in zip(sums, exponents, strict=True))
-            out.append((sums[exponents.index(e_min)] > 0, logs))
+        for i, (d, _, sums) in enumerate(stats):
+            n = d.astype(jnp.float32)
+            b, k = [], []
+            for e, form, s in zip(exponents, forms, sums, strict=True):
+                if form == "expm1":  # |log1p(T/n)/e| <~ _SPREAD: no need to split off a magnitude
+                    b.append(jnp.log1p(s / n) / e)
+                    k.append(jnp.zeros(d.shape, jnp.int32))
+                    continue
+                # the (normal) mean S/d or the max as m 2^k exactly: log m in [0, ln 2)
+                m, ex = _split(_abs_bits(s / n if form == "sum" else s))
+                b.append(jnp.log(m) / e if form == "sum" else jnp.log(m))
+                k.append(ex)
+            # safe pools with d > 0 have a normal nonzero entry; the others are all zero (top == 0)
+            nonzero = d > 0 if tops is None else tops[i] != 0
+            zero = jnp.zeros(d.shape, jnp.int32)
+            out.append(_Pool(d, n, nonzero, jnp.ones(d.shape, bool), tuple(b), tuple(k), zero))
         return out
 
-    def rescaled():
-        bigs = [jnp.max(jnp.abs(x), axis=axis, initial=0.0) for x, _ in views]
+    def exact():
+        all_bits = [_abs_bits(x) if m is None else jnp.where(m, _abs_bits(x), np.uint32(0)) for x, m in views]
+        tops = [jnp.max(b, axis=axis, initial=np.uint32(0)) for b in all_bits]
+        pool_tops = [jnp.max(jnp.stack(tops))] if combine else tops
+        # pools that failed the check only for being all zero (S == 0, not subnormals): no rescaling
+        fixed = [jnp.all(ok | (t == 0)) for ok, t in zip(checks, pool_tops, strict=True)]
+        zeros_only = jnp.all(jnp.stack(fixed))
+        return lax.cond(zeros_only, lambda: direct(pool_tops), lambda: rescaled(all_bits, pool_tops))
+
+    def rescaled(all_bits, pool_tops):
+        tops = pool_tops * len(all_bits) if combine else pool_tops
+        pool_stats = []
+        for (x, m), bits, top in zip(views, all_bits, tops, strict=True):
+            m_top, e_top = _split(top)
+            log_m_top = jnp.log(m_top)
+            lr = _log_ratio(bits, jnp.expand_dims(log_m_top, axis), jnp.expand_dims(e_top, axis))
+            sums = []
+            for e in exponents:
+                if math.isinf(e):
+                    sums.append(())
+                    continue
+                s = jnp.sum(jnp.exp(e * lr), axis=axis)
+                t = jnp.sum(jnp.where(bits != 0, jnp.expm1(e * lr), 0.0), axis=axis) if e < 1.0 else None
+                sums.append((s, t))
+            nz = jnp.sum(bits != 0, axis=axis, dtype=jnp.int32)
+            pool_stats.append((count(x, m), nz, sums))
         if combine:
-            big = jnp.max(jnp.stack(bigs))
-            bigs = [big] * len(bigs)
-        stats = []
-        for (x, m), big in zip(views, bigs, strict=True):
-            log_big = jnp.log(jnp.expand_dims(jnp.where(big > 0, big, 1.0), axis))
-            log_r = jnp.log(jnp.abs(x)) - log_big  # <= 0: the terms below cannot overflow
-            stats.append((count(x, m), tuple(jnp.sum(jnp.exp(e * log_r), axis=axis) for e in exponents)))
-        pool_bigs = bigs[:1] if combine else bigs
+            d = sum((s[0] for s in pool_stats), jnp.int32(0))
+            nz = sum((s[1] for s in pool_stats), jnp.int32(0))
+            sums = []
+            for i, e in enumerate(exponents):
+                if math.isinf(e):
+                    sums.append(())
+                    continue
+                s = sum((ps[2][i][0] for ps in pool_stats), jnp.float32(0))
+                t = sum((ps[2][i][1] for ps in pool_stats), jnp.float32(0)) if e < 1.0 else None
+                sums.append((s, t))
+            pool_stats = [(d, nz, sums)]
         out = []
-        for (d, sums), big in zip(_sum_pools(stats, combine), pool_bigs, strict=True):
-            df = d.astype(jnp.float32)
-            logs = tuple(jnp.log(s / df) / e + jnp.log(big) for s, e in zip(sums, exponents, strict=True))
-            out.append((big > 0, logs))
+        for (d, nz, sums), top in zip(pool_stats, pool_tops, strict=True):
+            m_top, e_top = _split(top)
+            log_m_top = jnp.log(m_top)
+            n = nz.astype(jnp.float32)
+            b = []
+            for e, st in zip(exponents, sums, strict=True):
+                if math.isinf(e):
+                    b.append(log_m_top)
+                    continue
+                s, t = st
+                mean_log = jnp.log(s / n)
+                if t is not None:  # 1 + T/n without cancellation where S >= n/2
+                    mean_log = jnp.where(s >= 0.5 * n, jnp.log1p(t / n), mean_log)
+                b.append(mean_log / e + log_m_top)
+            k = tuple(jnp.zeros(d.shape, jnp.int32) for _ in exponents)
+            out.append(_Pool(d, n, top != 0, top < _INF_BITS, tuple(b), k, e_top))
         return out
 
-    result = jax.lax.cond(all_safe, direct, rescaled)
-    return [(d, nonzero, g) for (d, _), (nonzero, g) in zip(pools, result, strict=True)]
+    return lax.cond(all_safe, direct, exact)
+
+
+def _split_coef(c: Fraction) -> tuple[float, float]:
+    """``c = hi + lo`` with ``hi`` of at most 15 significant bits (so ``hi * k``
+    is exact in float32 for ``|k| < 2^9``) and ``|lo| <= 2^-15 |c|``."""
+    if c == 0:
+        return 0.0, 0.0
+    m, ex = math.frexp(float(c))
+    hi = math.ldexp(round(m * 2**15), ex - 15)
+    return hi, float(c - Fraction(hi))
+
+
+def _combine(pool: _Pool, exponents: tuple[float, ...], coefs: Sequence, c_log_d=0, *, split=False):
+    """``sum_e c_e G_e + c_log_d log d`` (without the ``scale`` term, which
+    cancels when ``sum c_e = 0``), with exact static rational coefficients.
+
+    With ``G_e = log(n/d)/e + b_e + (k_e/e) ln2`` (:class:`_Pool`): the
+    ``log n`` and ``log d`` terms are collected first (exactly, as
+    fractions), then evaluated in the basis ``{log n, log d}`` or
+    ``{log(n/d), log d}``, whichever has the smaller ``log d`` coefficient, so
+    that huge ``1/e`` coefficients of tiny exponents never meet in a
+    cancellation (e.g. ``n = d`` gives exactly 0); the integer magnitudes
+    ``k_e`` are combined with exactly representable coefficients first, so a
+    common scale of the data cancels exactly. With ``split``: ``(float part,
+    k_hi, k_lo)`` where the result is ``float part + (k_hi + k_lo) ln2`` and
+    ``k_hi`` has few fractional bits."""
+    coefs = [Fraction(c) for c in coefs]
+    c_log_d = Fraction(c_log_d)
+    weights = [Fraction(1) if math.isinf(e) else 1 / Fraction(e) for e in exponents]
+    c_n = sum((c * w for c, e, w in zip(coefs, exponents, weights, strict=True) if c and not math.isinf(e)),
+              Fraction(0))
+    c_d = c_log_d - c_n  # coefficient of log d next to c_n * log n
+    df = pool.d.astype(jnp.float32)
+    out = jnp.zeros(pool.d.shape, jnp.float32)
+    if abs(c_d) <= abs(c_log_d):
+        if c_n:
+            out = out + float(c_n) * jnp.log(pool.n)
+        if c_d:
+            out = out + float(c_d) * jnp.log(df)
+    else:
+        if c_n:
+            out = out + float(c_n) * jnp.log(pool.n / df)
+        if c_log_d:
+            out = out + float(c_log_d) * jnp.log(df)
+    for c, b in zip(coefs, pool.b, strict=True):
+        if c:
+            out = out + float(c) * b
+    k_hi, k_lo = jnp.zeros(pool.d.shape, jnp.float32), jnp.zeros(pool.d.shape, jnp.float32)
+    for c, w, k in zip(coefs, weights, pool.k, strict=True):
+        if c:
+            hi, lo = _split_coef(c * w)
+            kf = k.astype(jnp.float32)
+            k_hi, k_lo = k_hi + hi * kf, k_lo + lo * kf
+    if split:
+        return out, k_hi, k_lo
+    return out + (k_hi * _LN2_HI + (k_hi * _LN2_LO + k_lo * _LN2))
+
+
+def _where_valid(pool: _Pool, value: jax.Array, empty: float, invalid: float = math.nan) -> jax.Array:
+    """``value`` where the pool has a nonzero entry, ``empty`` for all-zero or
+    empty pools, ``invalid`` for pools with a non-finite entry."""
+    return jnp.where(pool.finite, jnp.where(pool.nonzero, value, empty), invalid)
 
 
 @functools.partial(jax.jit, static_argnames=("exponents", "scope", "finalize"))
 def _pooled(values, masks, extra, *, exponents, scope, finalize):
-    """Power means per pool, then ``finalize(d, nonzero, G, exponents, *extra)`` per pool."""
+    """Power means per pool, then ``finalize(pool, exponents, *extra)`` per pool."""
     combine = scope == "global"
     if combine and not values:
         values, masks = [jnp.zeros((0,), jnp.float32)], [None]
     view = functools.partial(_scope.pool_view, scope=scope)
     pools = _log_means(values, masks, view, exponents, 0, combine)
-    return [finalize(d, nonzero, g, exponents, *extra) for d, nonzero, g in pools]
+    return [finalize(pool, exponents, *extra) for pool in pools]
 
 
 def _run(params, mask, prunable, scope, exponents, finalize, extra=(), name="params") -> PyTree:
     pools = _scope.gather(params, mask, prunable, scope, name=name)
+    exponents = tuple(_exponent(e) for e in exponents)
     out = _pooled(
         pools.values, pools.masks, tuple(extra), exponents=exponents, scope=scope, finalize=finalize
     )
@@ -182,26 +492,59 @@ def _ceil_guarded(log_x: jax.Array) -> jax.Array:
     return jnp.ceil(jnp.exp(log_x) * (1.0 - 1e-5))
 
 
+def _check_exponent(name: str, value: float) -> None:
+    _validate.check_number(name, value, low=MIN_EXPONENT)
+
+
+def _check_p_q(p: float, q: float) -> None:
+    _validate.check_p_q(p, q)
+    _check_exponent("p", p)
+
+
 # ----------------------------------------------------------------------------- lq norm
 
 
-def _lq_final(d, nonzero, g, exponents):
+def _lq_final(pool, exponents):
     (q,) = exponents
-    return jnp.where(nonzero, jnp.exp(jnp.log(d.astype(jnp.float32)) / q + g[0]), 0.0)
+    # log ||x||_q = log(d)/q + G_q = f + (k_hi + k_lo + scale) ln2, the integer part of k_hi kept exact
+    f, k_hi, k_lo = _combine(pool, exponents, (1,), 1 / Fraction(q), split=True)
+    k_int = jnp.floor(k_hi)
+    f = f + ((k_hi - k_int) * _LN2 + k_lo * _LN2)
+    j = jnp.clip(jnp.round(f * _INV_LN2), -1000, 1000)
+    r = f - j * _LN2_HI - j * _LN2_LO  # |r| <= ln2/2 unless clipped
+    n = jnp.clip(j + k_int, -1000, 1000).astype(jnp.int32) + pool.scale
+    norm = _ldexp(jnp.exp(jnp.clip(r, -1.0, 1.0)), n)
+    norm = jnp.where(r > 1.0, jnp.inf, jnp.where(r < -1.0, 0.0, norm))
+    return _where_valid(pool, norm, 0.0)
+
+
+@jax.jit
+def _max_abs(x):
+    top = jnp.max(_abs_bits(x.astype(jnp.float32)), initial=np.uint32(0))
+    return jnp.where(top > _INF_BITS - 1, jnp.nan, lax.bitcast_convert_type(top, jnp.float32))
 
 
 def lq_norm(x: jax.Array, q: float) -> jax.Array:
     """``||x||_q = (sum |x|^q)^(1/q)`` over all entries of one array (a quasi-norm
-    for 0 < q < 1). Float32 scalar; no overflow for any finite input."""
+    for ``0 < q < 1``; ``q = inf``: ``max |x|``). Float32 scalar, exact to float32
+    rounding for any finite input, subnormal entries and results included
+    (``inf`` only if the norm exceeds the float32 range). ``q`` is static, in
+    ``[1e-30, inf]``. Under ``jit`` a NaN/inf entry gives NaN."""
     _validate.check_number("q", q, low=0.0, low_open=True)
+    _check_exponent("q", q)
+    if math.isinf(_exponent(q)):
+        x = jnp.asarray(x)
+        _scope.check_all_finite("x", x)
+        return _max_abs(x)
     return _run(jnp.asarray(x), None, None, "layer", (float(q),), _lq_final, name="x")
 
 
 # ----------------------------------------------------------------------------- PQ Index
 
 
-def _pq_final(d, nonzero, g, exponents):
-    return jnp.where(nonzero, jnp.maximum(-jnp.expm1(g[0] - g[1]), 0.0), 0.0)  # I >= 0 (Hölder)
+def _pq_final(pool, exponents):
+    i = jnp.maximum(-jnp.expm1(_combine(pool, exponents, (1, -1))), 0.0)  # I >= 0 (Hölder)
+    return _where_valid(pool, i, 0.0)
 
 
 def pq_index(
@@ -219,17 +562,34 @@ def pq_index(
     ``d`` counts unmasked entries; an empty (all-masked) or all-zero pool
     gives 0. Returns a float32 scalar / pytree of scalars / pytree of
     ``(units,)`` vectors for scope global / layer / neuron. ``p`` and ``q``
-    are static (Python numbers)."""
-    _validate.check_p_q(p, q)
+    are static (Python numbers) with ``1e-30 <= p < q <= inf``; ``q = inf``
+    uses ``||w||_inf = max |w|`` (the limit ``q -> inf``, so
+    ``I = 1 - (mean |w|^p)^(1/p) / max |w|``); ``p < 1e-30`` raises
+    ``ValueError``. Exact to float32 rounding for any finite input
+    (subnormals and values near the float32 max included; module docstring).
+    Under ``jit``, a pool with a NaN/inf unmasked entry gives NaN."""
+    _check_p_q(p, q)
     return _run(params, mask, prunable, scope, (float(p), float(q)), _pq_final)
 
 
-def _bound_final(d, nonzero, g, exponents, eta_r):
-    p, q = exponents
-    log_ratio = jnp.where(nonzero, g[0] - g[1], 0.0)  # log(1 - I); all-zero pool: I = 0
-    log_r = jnp.log(d.astype(jnp.float32)) - q / (q - p) * jnp.log1p(eta_r) + q * p / (q - p) * log_ratio
-    r = jnp.clip(_ceil_guarded(log_r), 1.0, d.astype(jnp.float32))
-    return jnp.where(d > 0, r, 0.0).astype(jnp.int32)
+def _bound_coefs(p: float, q: float) -> tuple[Fraction, Fraction]:
+    """``(q/(q-p), qp/(q-p))`` as exact fractions; ``(1, p)`` for ``q = inf``."""
+    if math.isinf(q):
+        return Fraction(1), Fraction(p)
+    fp, fq = Fraction(p), Fraction(q)
+    return fq / (fq - fp), fq * fp / (fq - fp)
+
+
+def _bound_final(pool, exponents, eta_r):
+    a, b = _bound_coefs(*exponents)
+    eta_r = jnp.asarray(eta_r, jnp.float32)
+    df = pool.d.astype(jnp.float32)
+    # log r = log d + b (G_p - G_q) - a log1p(eta_r); b (G_p - G_q) = b log(1 - I); all-zero pool: I = 0
+    log_r = jnp.where(pool.nonzero, _combine(pool, exponents, (b, -b), 1), jnp.log(df))
+    log_r = log_r - float(a) * jnp.log1p(eta_r)
+    r = jnp.clip(_ceil_guarded(log_r), 1.0, df)
+    r = jnp.where(pool.d > 0, r, 0.0).astype(jnp.int32)
+    return jnp.where(pool.finite & (eta_r >= 0), r, -1)
 
 
 def pqi_bound(
@@ -245,10 +605,16 @@ def pqi_bound(
     """PQI-bound (Theorem 2) on the number of weights to retain per pool:
     ``r = ceil(d (1 + eta_r)^(-q/(q-p)) (1 - I)^(qp/(q-p)))``, clipped to
     ``[1, d]`` (0 for an empty pool). int32, same structure as
-    :func:`pq_index`. ``1 - I`` is taken in log space directly (no
-    cancellation); a value within 1e-5 relative above an integer is taken
-    as that integer before the ceiling (float32 guard)."""
-    _validate.check_p_q(p, q)
+    :func:`pq_index`, same range of ``p, q`` (``q = inf``: the exponents'
+    limits ``q/(q-p) -> 1``, ``qp/(q-p) -> p``). ``(1 - I)^(qp/(q-p))`` is
+    formed in log space from the power means (no cancellation, no overflow,
+    exact for any finite input); a value within 1e-5 relative above an
+    integer is taken as that integer before the ceiling (float32 guard).
+
+    ``-1`` (never a valid count) marks a pool with a NaN/inf unmasked entry
+    and, for a traced ``eta_r`` (under ``jit``), an ``eta_r`` that is NaN or
+    negative; concrete inputs raise ``ValueError`` instead."""
+    _check_p_q(p, q)
     _validate.check_number("eta_r", eta_r, low=0.0)
     return _run(params, mask, prunable, scope, (float(p), float(q)), _bound_final, (eta_r,))
 
@@ -256,10 +622,16 @@ def pqi_bound(
 # ----------------------------------------------------------------------------- SI and ABP
 
 
-def _si_final(d, nonzero, g, exponents):
+def _si_final(pool, exponents):
     q = exponents[0]
-    log_si = (1.0 - 1.0 / q) * jnp.log(d.astype(jnp.float32)) + g[1] - g[0]
-    return jnp.where(nonzero, jnp.exp(log_si), 1.0)
+    # log SI = (1 - 1/q) log d + G_1 - G_q
+    si = jnp.exp(_combine(pool, exponents, (-1, 1), 1 - 1 / Fraction(q)))
+    return _where_valid(pool, si, 1.0)
+
+
+def _check_si_q(q: float) -> None:
+    _validate.check_number("q", q, low=0.0, high=1.0, low_open=True, high_open=True)
+    _check_exponent("q", q)
 
 
 def sparsity_index(
@@ -270,45 +642,55 @@ def sparsity_index(
     scope: str = "neuron",
     prunable: PyTree | None = None,
 ) -> PyTree:
-    """Sparsity index ``SI_q = ||w||_1 / ||w||_q`` for ``0 < q < 1`` (Yang et al.),
+    """Sparsity index ``SI_q = ||w||_1 / ||w||_q`` for ``1e-30 <= q < 1`` (Yang et al.),
     in ``[d^(1 - 1/q), 1]``; larger = sparser. An all-zero or empty pool
-    counts as maximally sparse: 1. Default scope: per neuron."""
-    _validate.check_number("q", q, low=0.0, high=1.0, low_open=True, high_open=True)
+    counts as maximally sparse: 1. Default scope: per neuron. Exact to
+    float32 rounding for any finite input; under ``jit`` a pool with a
+    NaN/inf unmasked entry gives NaN."""
+    _check_si_q(q)
     return _run(params, mask, prunable, scope, (float(q), 1.0), _si_final)
 
 
 @functools.partial(jax.jit, static_argnames=("q",))
 def _abp_retained(w, eta, *, q):
     view = lambda x, m: (x.astype(jnp.float32), m)
-    ((d, nonzero, g),) = _log_means([w], [None], view, (q, 1.0), -1, False)
-    log_si = jnp.log(_si_final(d, nonzero, g, (q, 1.0)))
-    log_m = (q * log_si + jnp.log1p(eta)) / (q - 1.0)
-    m = jnp.clip(_ceil_guarded(log_m), 1.0, d.astype(jnp.float32))
-    return jnp.where(d > 0, m, 0.0).astype(jnp.int32)
+    (pool,) = _log_means([w], [None], view, (q, 1.0), -1, False)
+    eta = jnp.asarray(eta, jnp.float32)
+    fq = Fraction(q)
+    # log m = (q log SI + log1p(eta)) / (q - 1), log SI = (1 - 1/q) log d + G_1 - G_q
+    log_m = _combine(pool, (q, 1.0), (-fq / (fq - 1), fq / (fq - 1)), 1) + jnp.log1p(eta) / (q - 1.0)
+    log_m = jnp.where(pool.nonzero, log_m, jnp.log1p(eta) / (q - 1.0))  # all-zero: SI = 1
+    df = pool.d.astype(jnp.float32)
+    m = jnp.clip(_ceil_guarded(log_m), 1.0, df)
+    m = jnp.where(pool.d > 0, m, 0.0).astype(jnp.int32)
+    return jnp.where(pool.finite & (eta >= 0), m, -1)
 
 
 def abp_retained(w: jax.Array, q: float = 0.5, eta: float = 0.0) -> jax.Array:
     """ABP's retained count ``m = ceil(SI_q^(q/(q-1)) (1 + eta)^(1/(q-1)))``,
     clipped to ``[1, d]``, for the vector(s) ``w`` of shape ``(..., d)``
     (reduced over the LAST axis) -> int32 of shape ``(...)``. All-zero
-    vectors give 1, ``d == 0`` gives 0. Float32 guard as in :func:`pqi_bound`."""
-    _validate.check_number("q", q, low=0.0, high=1.0, low_open=True, high_open=True)
+    vectors give 1, ``d == 0`` gives 0. Float32 guard as in :func:`pqi_bound`,
+    same exactness as :func:`sparsity_index` (``1e-30 <= q < 1``). Under
+    ``jit``, -1 marks a vector with a NaN/inf entry (and a NaN or negative
+    traced ``eta``)."""
+    _check_si_q(q)
     _validate.check_number("eta", eta, low=0.0)
     w = jnp.asarray(w)
     if w.ndim == 0:
         raise ValueError(f"w must have at least one axis (..., d), got shape {w.shape}")
-    _validate.check_finite("w", w)
+    _scope.check_all_finite("w", w)
     return _abp_retained(w, eta, q=float(q))
 
 
 # ----------------------------------------------------------------------------- Hoyer
 
 
-def _hoyer_final(d, nonzero, g, exponents):
-    sqrt_d = jnp.sqrt(d.astype(jnp.float32))
+def _hoyer_final(pool, exponents):
+    sqrt_d = jnp.sqrt(pool.d.astype(jnp.float32))
     # l1 / l2 = sqrt(d) * exp(G_1 - G_2)
-    value = sqrt_d * jnp.maximum(-jnp.expm1(g[0] - g[1]), 0.0) / (sqrt_d - 1.0)
-    return jnp.where(nonzero & (d > 1), value, 0.0)
+    value = sqrt_d * jnp.maximum(-jnp.expm1(_combine(pool, exponents, (1, -1))), 0.0) / (sqrt_d - 1.0)
+    return _where_valid(pool, jnp.where(pool.d > 1, value, 0.0), 0.0)
 
 
 def hoyer(
@@ -319,39 +701,51 @@ def hoyer(
     prunable: PyTree | None = None,
 ) -> PyTree:
     """Hoyer sparsity ``(sqrt(d) - ||w||_1/||w||_2) / (sqrt(d) - 1)`` in [0, 1];
-    0 for pools with ``d <= 1`` or all zeros."""
+    0 for pools with ``d <= 1`` or all zeros. Exact to float32 rounding for
+    any finite input; under ``jit`` a pool with a NaN/inf unmasked entry
+    gives NaN."""
     return _run(params, mask, prunable, scope, (1.0, 2.0), _hoyer_final)
 
 
 # ----------------------------------------------------------------------------- Gini
 
 
-def _gini_sorted(a: jax.Array, m: jax.Array | None) -> jax.Array:
-    """Gini index of each column of ``a`` (``(n,)`` or ``(n, units)``, >= 0),
-    excluding masked entries: Hurley & Rickard's
-    ``1 - 2 sum_k (c_(k) / ||c||_1) (d - k + 1/2) / d`` on ascending ``c``."""
-    big = jnp.max(a if m is None else jnp.where(m, a, 0.0), axis=0, initial=0.0)
-    c = a / jnp.where(big > 0, big, 1.0)  # scale-free, no overflow in ||c||_1
+def _gini_sorted(x: jax.Array, m: jax.Array | None) -> jax.Array:
+    """Gini index of ``|x|`` per column of ``x`` (``(n,)`` or ``(n, units)``,
+    float32), excluding masked entries: Hurley & Rickard's
+    ``1 - 2 sum_k (c_(k) / ||c||_1) (d - k + 1/2) / d`` on ascending ``c``;
+    NaN for columns with a NaN/inf unmasked entry.
+
+    ``c = |x| / 2^E`` with ``2^E <= max |x| < 2^(E+1)`` is formed exactly from
+    the bits (no flush of subnormals, no overflow of ``||c||_1 <= 2d``);
+    entries below ``2^-126`` of the max become 0 (changes the sums by less
+    than ``d 2^-126``)."""
+    bits = _abs_bits(x)
+    if m is not None:
+        bits = jnp.where(m, bits, np.uint32(0))
+    top = jnp.max(bits, axis=0, initial=np.uint32(0))
+    _, e_top = _split(top)
+    c = _scaled(bits, e_top)
     if m is None:
-        d = jnp.full(big.shape, a.shape[0], jnp.int32)
+        d = jnp.full(top.shape, x.shape[0], jnp.int32)
     else:
         d = jnp.sum(m, axis=0, dtype=jnp.int32)
         c = jnp.where(m, c, jnp.inf)  # masked entries sort last
     c = jnp.sort(c, axis=0)
-    k = jax.lax.broadcasted_iota(jnp.int32, c.shape, 0)  # k - 1
+    k = lax.broadcasted_iota(jnp.int32, c.shape, 0)  # k - 1
     valid = k < d
     df = d.astype(jnp.float32)
     weights = (df - k.astype(jnp.float32) - 0.5) / jnp.maximum(df, 1.0)
     c = jnp.where(valid, c, 0.0)
     total = jnp.sum(c, axis=0)
     value = 1.0 - 2.0 * jnp.sum(c * weights, axis=0) / jnp.where(total > 0, total, 1.0)
-    return jnp.where(total > 0, value, 0.0)
+    return jnp.where(top < _INF_BITS, jnp.where(top > 0, value, 0.0), jnp.nan)
 
 
 @functools.partial(jax.jit, static_argnames=("scope",))
 def _gini(values, masks, *, scope):
     pairs = [_scope.pool_view(x, m, scope) for x, m in zip(values, masks, strict=True)]
-    values, masks = [jnp.abs(a) for a, _ in pairs], [m for _, m in pairs]
+    values, masks = [a for a, _ in pairs], [m for _, m in pairs]
     if scope != "global":
         return [_gini_sorted(a, m) for a, m in zip(values, masks, strict=True)]
     if not values:
@@ -373,7 +767,10 @@ def gini(
 ) -> PyTree:
     """Gini index of ``|w|`` (Hurley & Rickard 2009) in ``[0, 1 - 1/d]``;
     larger = sparser; 0 for empty or all-zero pools. Sorts each pool
-    (a full sort is inherent to the Gini index)."""
+    (a full sort is inherent to the Gini index). Exact to float32 rounding
+    for any finite input (exact power-of-two rescaling of each pool, see
+    :func:`_gini_sorted`); under ``jit`` a pool with a NaN/inf unmasked
+    entry gives NaN."""
     pools = _scope.gather(params, mask, prunable, scope)
     out = _gini(pools.values, pools.masks, scope=scope)
     return out[0] if scope == "global" else _scope.scatter(pools, out)
