@@ -369,7 +369,8 @@ def _as_schedule(schedule: float | Schedule, update_every: int) -> tuple[Schedul
             value = float(jnp.reshape(jnp.asarray(value), ()))
             if not 0.0 <= value <= 1.0:  # also rejects NaN
                 raise ValueError(f"schedule({step})={value!r} is outside the valid range [0, 1]")
-    return schedule, True
+    # jaxprune's own schedules from validated arguments stay in [0, 1] by construction
+    return schedule, not getattr(schedule, "in_unit_interval", False)
 
 
 def _static_int(name: str, value: Any, low: int, none_ok: bool = False) -> None:

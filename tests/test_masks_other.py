@@ -166,3 +166,17 @@ def test_allocate_erk_with_an_empty_leaf():
     assert got["e"] == 0.0 and got["a"] == 0.0 and got["c"] == pytest.approx(1 - 26 / 64)
     with pytest.raises(ValueError, match="power_scale=inf"):
         jp.masks.allocate(p, 0.5, method="erk", power_scale=math.inf)
+
+
+def test_schedules_from_validated_arguments_are_marked_in_range():
+    """dpf skips its run-time range check (a host callback) only for these."""
+    import jax
+
+    from jaxprune.masks import polynomial_schedule
+    from jaxprune.masks.schedules import constant_schedule, geometric_schedule
+
+    assert polynomial_schedule(0.9, 0, 10).in_unit_interval
+    assert constant_schedule(0.5).in_unit_interval and geometric_schedule(0.8).in_unit_interval
+    marks = []
+    jax.jit(lambda s: marks.append(polynomial_schedule(s, 0, 10).in_unit_interval) or s)(0.9)
+    assert marks == [False]  # a traced final sparsity cannot be validated at construction

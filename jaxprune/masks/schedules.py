@@ -7,7 +7,10 @@ The constructors also accept traced hyperparameters (e.g. built inside
 ``optax.inject_hyperparams`` under ``jit``, where the factory runs on traced
 values): concrete arguments are validated at construction, traced ones cannot
 be and are used as they are (``jp.optax.dpf`` checks every value it uses at run
-time).
+time). A schedule built from concrete, validated arguments stays in ``[0, 1]``
+at every step by construction; it carries ``in_unit_interval = True``, which
+lets ``dpf`` skip its run-time range check (a host callback that costs ~25% of
+a small MLP step on CPU).
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ def _traced(value: Any) -> bool:
 def _as_float(value: Any) -> Any:
     """A Python float, or a float32 scalar for a traced value."""
     return jnp.asarray(value, jnp.float32) if _traced(value) else float(value)
+
+
+def _mark(schedule: Schedule, *args: Any) -> Schedule:
+    """Set ``schedule.in_unit_interval`` when no argument is traced (all validated)."""
+    schedule.in_unit_interval = not any(_traced(a) for a in args)
+    return schedule
 
 
 def _check_step(name: str, value: Any) -> None:
@@ -74,14 +83,18 @@ def polynomial_schedule(
         progress = jnp.clip((t - t0) / (t1 - t0), 0.0, 1.0)
         return jnp.asarray(s_f + (s_i - s_f) * (1.0 - progress) ** power, jnp.float32)
 
-    return schedule
+    return _mark(schedule, final_sparsity, init_sparsity, power, begin_step, end_step)
 
 
 def constant_schedule(sparsity: float) -> Schedule:
     """The same sparsity at every step (``sparsity`` in ``[0, 1]``)."""
     check_number("sparsity", sparsity, low=0.0, high=1.0)
     value = _as_float(sparsity)
-    return lambda step: jnp.full((), value, jnp.float32)
+
+    def schedule(step: Any) -> jax.Array:
+        return jnp.full((), value, jnp.float32)
+
+    return _mark(schedule, sparsity)
 
 
 def geometric_density(alpha: float, round: Any) -> Any:
@@ -100,4 +113,8 @@ def geometric_schedule(alpha: float) -> Schedule:
     """Per-round sparsity ``1 - alpha ** t`` (round ``t`` -> float32 scalar)."""
     check_number("alpha", alpha, low=0.0, high=1.0, low_open=True)
     a = _as_float(alpha)
-    return lambda t: 1.0 - jnp.asarray(a, jnp.float32) ** jnp.asarray(t, jnp.float32)
+
+    def schedule(t: Any) -> jax.Array:
+        return 1.0 - jnp.asarray(a, jnp.float32) ** jnp.asarray(t, jnp.float32)
+
+    return _mark(schedule, alpha)
