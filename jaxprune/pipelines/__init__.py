@@ -55,16 +55,16 @@ def load_data(config: Any) -> Any:
     """The dataset of ``config.data``: the streaming pipeline when
     ``config.data.streaming`` (``StreamingDataset``), else the in-memory one."""
     from jaxprune.train import load_dataset, load_streaming_dataset
+    from jaxprune.train.data import STREAM_SOURCES
 
     d = config.data
     common = dict(data_dir=d.data_dir or None, val_fraction=d.val_fraction, seed=config.seed,
                   train_limit=d.train_limit or None, test_limit=d.test_limit or None)
     if d.streaming:
-        source = "auto" if d.source == "auto" else d.source
-        if source not in ("auto", "folder", "tfds"):
+        if d.source not in STREAM_SOURCES:
             raise ValueError(f"config.data.source={d.source!r} is not valid with config.data.streaming=True; "
-                             "expected one of ['auto', 'folder', 'tfds']")
-        return load_streaming_dataset(d.name, source=source, image_size=d.image_size, workers=d.workers,
+                             f"expected one of {list(STREAM_SOURCES)}")
+        return load_streaming_dataset(d.name, source=d.source, image_size=d.image_size, workers=d.workers,
                                       threads=d.threads, **common)
     if d.source == "folder":
         raise ValueError("config.data.source='folder' needs config.data.streaming=True")

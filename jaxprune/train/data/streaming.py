@@ -54,7 +54,6 @@ from jaxprune.train.data.sources import DATA_DIR_ENV, data_dirs, tfds_available
 _log = logging.getLogger(__name__)
 
 STREAM_SOURCES = ("auto", "folder", "tfds")
-RECIPES = ("imagenet", "raw")
 VAL_FOLDERS = ("val", "validation", "test")
 STATS_SAMPLE = 256  # images that estimate the normalization of a dataset without published statistics
 
