@@ -75,7 +75,7 @@ sipp-cpu: $(STAMP)
 	  --methods sipp_det,sipp_rand,sipp_hybrid,wt,snip --iter-methods wt,sipp_det,snip
 
 sipp-resnet20: $(STAMP)
-	$(PY) -m experiments.sipp_study --config configs.sipp_resnet20 --epochs 3 --train-limit 5000 --seeds 0 \
+	$(PY) -m experiments.sipp_study --config jaxprune.configs.sipp_resnet20 --epochs 3 --train-limit 5000 --seeds 0 \
 	  --sparsities 0.9,0.98 --methods wt,snip,sipp_det,sipp_rand,sipp_hybrid --skip-iter \
 	  --workdir runs/sipp_r20 --out results/sipp_resnet20.json
 

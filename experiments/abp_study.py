@@ -1,4 +1,4 @@
-"""Run the ABP study (configs/abp_california.py) and write
+"""Run the ABP study (jaxprune/configs/abp_california.py) and write
 results/abp_california.json (every record), .md (Table 2 layout: mean (standard
 error) next to the paper's numbers) and .png (MSE increase vs compression).
 
@@ -15,8 +15,8 @@ import tempfile
 
 import numpy as np
 
-from configs.abp_california import get_config
-from configs.common import validate_config
+from jaxprune.configs.abp_california import get_config
+from jaxprune.configs.common import validate_config
 
 # Yang et al., Table 2: (compression ratio, pruning ratio, MSE increase ratio), means and standard errors.
 PAPER = {

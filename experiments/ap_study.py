@@ -1,4 +1,4 @@
-"""The CPU-scale AP2/AP3 study (issue 10): run ``configs/ap_cpu.py`` for each
+"""The CPU-scale AP2/AP3 study (issue 10): run ``jaxprune/configs/ap_cpu.py`` for each
 model (one ``experiments.run`` process per model, in parallel), gather the
 per-epoch records into ``results/ap_cpu.json``, then draw the paper-style
 figures (``results/ap_*.png``) and write the Spearman correlations and the
@@ -36,7 +36,7 @@ RESULTS = pathlib.Path("results")
 
 
 def _command(model: str, args: argparse.Namespace, workdir: pathlib.Path) -> list[str]:
-    cmd = [sys.executable, "-m", "experiments.run", f"--config=configs/ap_cpu.py:{model}"]
+    cmd = [sys.executable, "-m", "experiments.run", f"--config=jaxprune/configs/ap_cpu.py:{model}"]
     cmd.append(f"--workdir={workdir}")
     overrides = {
         "train.epochs": args.epochs,

@@ -1,5 +1,5 @@
 """Why a DPF run diverges: per-step dynamics of DPF runs (LeNet-300-100 on
-Fashion-MNIST, ``configs/dpf_lenet300_fmnist.py``) around their mask updates.
+Fashion-MNIST, ``jaxprune/configs/dpf_lenet300_fmnist.py``) around their mask updates.
 
 DPF evaluates the gradient at ``m * w`` and applies it to the dense ``w``. The
 gradient of a pruned weight is taken where that weight is 0, so nothing in the
@@ -73,7 +73,7 @@ def run(seed: int, target: float, lr: float, workdir: pathlib.Path) -> dict:
     import jax
     import numpy as np
 
-    from configs.dpf_lenet300_fmnist import get_config
+    from jaxprune.configs.dpf_lenet300_fmnist import get_config
     from jaxprune.pipelines.dpf import train_method
     from jaxprune.train import Hook, TrainingDiverged
     from jaxprune.transforms import get_mask
@@ -142,7 +142,7 @@ def report(results: list[dict], out: pathlib.Path) -> None:
     lines = ["# DPF divergence: dynamics at the mask updates", "",
              f"Command: `python -m experiments.dpf_divergence --seeds "
              f"{','.join(str(r['seed']) for r in results)} --target {results[0]['target']}`. "
-             "LeNet-300-100 / Fashion-MNIST at the full budget (configs/dpf_lenet300_fmnist.py), lr "
+             "LeNet-300-100 / Fashion-MNIST at the full budget (jaxprune/configs/dpf_lenet300_fmnist.py), lr "
              f"{results[0]['lr']:g}, mask update every {results[0]['update_every']} steps. 'Re-entry ratio': "
              "largest re-entering |w| / largest |w| kept through the update. 'Spike': loss of the first step "
              "with the new mask / mean loss of the other steps of its period.", "",

@@ -25,9 +25,11 @@ from absl import app, flags, logging
 
 GRIDS = {
     # grid: (config module, methods, default targets)
-    "lenet300": ("configs.dpf_lenet300_fmnist", ("dense", "dpf", "incremental", "one_shot_ft", "snip"),
+    "lenet300": ("jaxprune.configs.dpf_lenet300_fmnist",
+                 ("dense", "dpf", "incremental", "one_shot_ft", "snip"),
                  "0.9,0.95,0.98,0.99"),
-    "resnet20": ("configs.dpf_cifar10_resnet20_cpu", ("dense", "dpf", "incremental", "one_shot_ft"), "0.9"),
+    "resnet20": ("jaxprune.configs.dpf_cifar10_resnet20_cpu",
+                 ("dense", "dpf", "incremental", "one_shot_ft"), "0.9"),
 }
 LABELS = {"dense": "Dense", "dpf": "DPF", "incremental": "Incremental", "one_shot_ft": "One-shot+FT",
           "snip": "SNIP"}

@@ -18,7 +18,7 @@ import time
 import jax
 
 import jaxprune as jp
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 from jaxprune.pipelines import setup, write_results
 from jaxprune.train import Trainer
 

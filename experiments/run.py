@@ -1,6 +1,6 @@
 """Run one experiment from a config file.
 
-    python -m experiments.run --config configs/dense_digits.py \\
+    python -m experiments.run --config jaxprune/configs/dense_digits.py \\
         --config.train.epochs=3 --workdir runs/dense_digits [--resume]
 
 The config is locked (an override of an unknown key fails, listing nothing
@@ -22,10 +22,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs.common import validate_config
+from jaxprune.configs.common import validate_config
 from jaxprune.train.mesh import initialize_distributed
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a jaxprune/configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints, results).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in --workdir.")
 _ALLOW_CHANGE = flags.DEFINE_bool(

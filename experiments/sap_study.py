@@ -1,7 +1,7 @@
 """The CPU-scale PQ Index / SAP study (issue 7): Fashion-MNIST, Linear and MLP,
 methods LT, One Shot, SAP(0.5, 1) and SAP(1, 2) in global scope and SAP(0.5, 1)
 in layer and neuron scopes. Every run is ``experiments.run`` with
-``configs/sap_cpu.py`` in its own workdir (resumable: finished runs are
+``jaxprune/configs/sap_cpu.py`` in its own workdir (resumable: finished runs are
 skipped, killed ones continue with ``--resume``); the records are gathered
 into ``results/sap_cpu.json`` and plotted by ``experiments/plots/sap.py``.
 
@@ -39,7 +39,7 @@ GRID = (
 def _command(model: str, method: str, scope: str, seed: int, args: argparse.Namespace, workdir: pathlib.Path):
     cmd = [
         sys.executable, "-m", "experiments.run",
-        f"--config=configs/sap_cpu.py:{model},{method},{scope}",
+        f"--config=jaxprune/configs/sap_cpu.py:{model},{method},{scope}",
         f"--config.seed={seed}",
         f"--config.train.epochs={args.epochs}",
         f"--config.method.rounds={args.rounds}",
@@ -143,7 +143,8 @@ def main() -> None:
     payload = {
         "budget": budget,
         "issue_budget": {"epochs": 20, "rounds": 30, "seeds": "0,1", "train_limit": 0},
-        "config": "configs/sap_cpu.py (paper optimizer: SGD 0.1, momentum 0.9, Nesterov, wd 5e-4, cosine, "
+        "config": "jaxprune/configs/sap_cpu.py (paper optimizer: SGD 0.1, momentum 0.9, Nesterov, "
+        "wd 5e-4, cosine, "
         "batch 250, clip 1; val_fraction 0.1 for best-of-round selection)",
         "commands": commands,
         "records": records,

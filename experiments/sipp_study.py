@@ -7,7 +7,7 @@ accuracy vs prune ratio per method, the paper's Figures 3-4).
     python -m experiments.sipp_study --epochs 3 --train-limit 10000 --seeds 0,1
     python -m experiments.sipp_study --plot-only
 
-The config defaults (``configs/sipp_cpu.py``) are the issue's values; every
+The config defaults (``jaxprune/configs/sipp_cpu.py``) are the issue's values; every
 reduction is a flag here and is stored in the JSON (``"budget"``). Finished
 runs already in the JSON are skipped, so a killed study resumes.
 """
@@ -46,9 +46,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--plot-only", action="store_true")
     p.add_argument("--out", default=str(ROOT / "results" / "sipp_cpu.json"))
     p.add_argument("--workdir", default="/tmp/sipp_study")
-    p.add_argument("--config", default="configs.sipp_cpu",
+    p.add_argument("--config", default="jaxprune.configs.sipp_cpu",
                    help="config module with get_config('pipeline,method[,sparsity]'), "
-                   "e.g. configs.sipp_resnet20")
+                   "e.g. jaxprune.configs.sipp_resnet20")
     return p.parse_args()
 
 

@@ -52,7 +52,7 @@ def main() -> None:
         )
     import numpy as np
 
-    from configs.dpf_base import study_config
+    from jaxprune.configs.dpf_base import study_config
     from jaxprune.pipelines.dpf import train_method
     from jaxprune.train import FunctionHook, load_streaming_dataset
 

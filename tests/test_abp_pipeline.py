@@ -1,12 +1,12 @@
-"""Smoke run of the ABP study pipeline (configs/abp_diabetes_smoke.py): one
+"""Smoke run of the ABP study pipeline (jaxprune/configs/abp_diabetes_smoke.py): one
 replication on scikit-learn diabetes, one setting per method."""
 
 import json
 
 import numpy as np
 
-from configs.abp_diabetes_smoke import get_config
-from configs.common import validate_config
+from jaxprune.configs.abp_diabetes_smoke import get_config
+from jaxprune.configs.common import validate_config
 from jaxprune.pipelines import get_pipeline
 
 

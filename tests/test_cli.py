@@ -15,17 +15,17 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs.common import base_config, validate_config
+from jaxprune.configs.common import base_config, validate_config
 from jaxprune.pipelines import PIPELINES, get_pipeline, register, setup
 from jaxprune.train import Trainer, read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = "configs/dense_digits.py"
+CONFIG = "jaxprune/configs/dense_digits.py"
 
 
 def test_base_and_shipped_configs_validate():
     validate_config(base_config())
-    for path in sorted((ROOT / "configs").glob("*.py")):
+    for path in sorted((ROOT / "jaxprune" / "configs").glob("*.py")):
         if "def get_config" not in path.read_text():  # shared helpers (common.py, *_base.py)
             continue
         fv = flags.FlagValues()

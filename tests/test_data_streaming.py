@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 from jaxprune.train import (
     FunctionHook,
     Trainer,
@@ -228,7 +228,7 @@ def test_trainer_on_streamed_cifar_normalizes_then_augments_on_device(tmp_path):
 
 
 def test_config_routes_streaming_and_rejects_mismatched_sources(root):
-    from configs.common import validate_config
+    from jaxprune.configs.common import validate_config
     from jaxprune.pipelines import load_data
 
     config = base_config()
@@ -300,10 +300,10 @@ def test_trainer_on_a_stream_resumes_exactly(root, cache, tmp_path):
 
 
 def test_streaming_config_smoke_runs_dpf_end_to_end(root, tmp_path):
-    """``configs/dpf_imagenet_resnet50.py:dpf,0.9,smoke`` on the tiny folder (ResNet-50 swapped
+    """``jaxprune/configs/dpf_imagenet_resnet50.py:dpf,0.9,smoke`` on the tiny folder (ResNet-50 swapped
     for a small MLP to keep CI short; the data, schedule, pipeline and checkpoints are the real ones)."""
-    from configs.common import validate_config
-    from configs.dpf_imagenet_resnet50 import get_config
+    from jaxprune.configs.common import validate_config
+    from jaxprune.configs.dpf_imagenet_resnet50 import get_config
     from jaxprune.pipelines import get_pipeline
 
     config = get_config("dpf,0.9,smoke")

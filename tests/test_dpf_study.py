@@ -68,7 +68,7 @@ def test_divergence_probe_records_mask_updates_and_reports(tmp_path, monkeypatch
     one that blows up at once: per-update rows, then the report's table."""
     import json
 
-    import configs.dpf_lenet300_fmnist as lenet_config
+    import jaxprune.configs.dpf_lenet300_fmnist as lenet_config
     from experiments import dpf_divergence
 
     def tiny(arg):

@@ -11,7 +11,7 @@ import pytest
 import scipy.linalg
 from flax import linen as nn
 
-from configs.ap_digits_smoke import get_config
+from jaxprune.configs.ap_digits_smoke import get_config
 from jaxprune.pipelines import PIPELINES
 from jaxprune.pipelines import ap_study as aps
 from jaxprune.train import get_model

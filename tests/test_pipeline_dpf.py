@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs.dpf_base import PIPELINES
-from configs.dpf_lenet300_fmnist import get_config
+from jaxprune.configs.dpf_base import PIPELINES
+from jaxprune.configs.dpf_lenet300_fmnist import get_config
 from jaxprune.pipelines import dpf as P
 from jaxprune.pipelines import get_pipeline
 from jaxprune.train import Hook

@@ -18,7 +18,7 @@ import optax
 import pytest
 from flax import linen as nn
 
-from configs.sap_cpu import get_config
+from jaxprune.configs.sap_cpu import get_config
 from jaxprune.pipelines import get_pipeline
 from jaxprune.pipelines import iterative as it
 from jaxprune.train import create_train_state

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.sipp_base import sipp_config
+from jaxprune.configs.sipp_base import sipp_config
 from jaxprune.pipelines import get_pipeline, setup
 from jaxprune.pipelines import sipp as sp
 from jaxprune.train import Checkpointer

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 from jaxprune.train import (
     Checkpointer,
     FunctionHook,

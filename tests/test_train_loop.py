@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.special
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 from jaxprune.train import (
     FunctionHook,
     Hook,

@@ -1,7 +1,8 @@
 """CPU-scale PQ Index / SAP study on Fashion-MNIST (issue 7): Linear and MLP,
 the paper's optimizer with batch 250, 20 epochs per round, T = 30, 2 seeds.
 
-    python -m experiments.run --config configs/sap_cpu.py:mlp,sap,global --workdir runs/sap_cpu/mlp_sap
+    python -m experiments.run --config jaxprune/configs/sap_cpu.py:mlp,sap,global \\
+        --workdir runs/sap_cpu/mlp_sap
 
 Argument ``model,method,scope`` with model linear | mlp, method sap | sap_1_2 |
 lt | os, scope global | layer | neuron. ``experiments/sap_study.py`` runs the
@@ -10,7 +11,7 @@ whole grid (and passes the reduced budget it used on the command line).
 
 from __future__ import annotations
 
-from configs.sap_base import sap_config
+from jaxprune.configs.sap_base import sap_config
 
 
 def get_config(arg: str = "mlp,sap,global"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 
 def ap_config(*, dataset: str, model: str, lr: float, epochs: int, batch_size: int = 128):

@@ -1,9 +1,9 @@
 """Dense baseline: LeNet-300-100 on MNIST (SGD + Nesterov, cosine, 20 epochs).
 
-python -m experiments.run --config configs/dense_mnist_lenet300.py --workdir runs/dense_mnist
+python -m experiments.run --config jaxprune/configs/dense_mnist_lenet300.py --workdir runs/dense_mnist
 """
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 
 def get_config():

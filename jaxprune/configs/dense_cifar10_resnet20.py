@@ -1,10 +1,10 @@
 """Dense baseline: ResNet-20 on CIFAR-10 with the DPF paper's ResNet recipe
 (SGD + Nesterov 0.9, lr 0.2 divided by 10 at 50% and 75%, wd 1e-4, batch 128).
 
-python -m experiments.run --config configs/dense_cifar10_resnet20.py --workdir runs/dense_c10_r20
+python -m experiments.run --config jaxprune/configs/dense_cifar10_resnet20.py --workdir runs/dense_c10_r20
 """
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 
 def get_config():

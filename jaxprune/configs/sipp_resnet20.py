@@ -3,14 +3,15 @@ momentum 0.9 (no Nesterov), weight decay 1e-4, batch 128, 182 epochs with a
 5-epoch linear warm-up and x0.1 at epochs 91 and 136; alpha = 0.85,
 delta = 1e-16.
 
-    python -m experiments.run --config configs/sipp_resnet20.py:rand,snip,0.98 --workdir runs/sipp/r20
+    python -m experiments.run --config jaxprune/configs/sipp_resnet20.py:rand,snip,0.98 \\
+        --workdir runs/sipp/r20
 
 Argument ``pipeline,method[,sparsity]`` as in ``sipp_cpu.py``.
 """
 
 from __future__ import annotations
 
-from configs.sipp_base import parse_arg, sipp_config
+from jaxprune.configs.sipp_base import parse_arg, sipp_config
 
 
 def get_config(arg: str = "rand,sipp_hybrid,0.9"):

@@ -3,7 +3,8 @@ ImageNet-pretrained model trained 100 epochs on CIFAR-10/100 (SGD, momentum
 0.9; lr 0.1 for ResNet50, 0.01 for VGG16), then last-layer pruning and 20
 fine-tuning epochs; 3 methods x 4 sparsities x 3 trials, 600k Student-t draws.
 
-    python -m experiments.run --config configs/ap_paper.py:resnet50,cifar10 --workdir runs/ap_paper/r50_c10 \\
+    python -m experiments.run --config jaxprune/configs/ap_paper.py:resnet50,cifar10 \\
+        --workdir runs/ap_paper/r50_c10 \\
         --config.method.pretrained_checkpoint=/path/to/resnet50_imagenet.npz
 
 Pretrained weights are NOT downloaded: supply them as an ``.npz`` in the
@@ -17,7 +18,7 @@ offered. CIFAR-100 loads through tensorflow-datasets (needs network once).
 
 from __future__ import annotations
 
-from configs.ap_base import ap_config
+from jaxprune.configs.ap_base import ap_config
 
 LR = {"resnet50": 0.1, "vgg16": 0.01}
 DATASETS = ("cifar10", "cifar100")

@@ -3,11 +3,11 @@ SGD + Nesterov 0.9, lr 0.1 divided by 10 at 50% and 75%, wd 1e-4. The sparsity
 schedule reaches the target at epoch 45 (the second decay). Prunable: both
 hidden kernels (the last layer, biases stay dense).
 
-    python -m experiments.run --config configs/dpf_lenet300_fmnist.py:dpf,0.95 --workdir runs/x
+    python -m experiments.run --config jaxprune/configs/dpf_lenet300_fmnist.py:dpf,0.95 --workdir runs/x
     # methods: dense | dpf | incremental | one_shot_ft | snip; default dpf,0.95
 """
 
-from configs.dpf_base import parse_arg, study_config
+from jaxprune.configs.dpf_base import parse_arg, study_config
 
 
 def get_config(arg: str | None = None):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 PIPELINES = {"rand": "random_init_prune_train", "iter": "iterative_prune_retrain"}
 

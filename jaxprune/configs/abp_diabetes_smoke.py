@@ -1,10 +1,10 @@
 """CI smoke run of the ABP study: scikit-learn diabetes, one replication, a
 tiny grid, a small MLP and a few epochs.
 
-python -m experiments.run --config configs/abp_diabetes_smoke.py --workdir runs/abp_smoke
+python -m experiments.run --config jaxprune/configs/abp_diabetes_smoke.py --workdir runs/abp_smoke
 """
 
-from configs.abp_california import get_config as california
+from jaxprune.configs.abp_california import get_config as california
 
 
 def get_config():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 # method name on the command line -> registered pipeline
 PIPELINES = {
@@ -43,7 +43,7 @@ def method_section(target_sparsity: float) -> ml_collections.ConfigDict:
 
 
 def study_config(method: str, target_sparsity: float) -> ml_collections.ConfigDict:
-    """:func:`configs.common.base_config` with the DPF ``method`` (a key of
+    """:func:`jaxprune.configs.common.base_config` with the DPF ``method`` (a key of
     :data:`PIPELINES`) and SGD + Nesterov 0.9 with a multistep lr schedule."""
     if method not in PIPELINES:
         raise ValueError(f"method={method!r} is not valid; expected one of {sorted(PIPELINES)}")

@@ -4,8 +4,8 @@ then x0.1 at 50% and 75% of training, the ResNet recipe of Table S1 in
 proportion); iterative rounds on a geometric ladder of 10 densities from 0.8
 to 0.02 (the paper: alpha = 0.85 per round; reduced to fit a CPU).
 
-    python -m experiments.run --config configs/sipp_cpu.py:rand,sipp_hybrid,0.9 --workdir runs/sipp/x
-    python -m experiments.run --config configs/sipp_cpu.py:iter,wt --workdir runs/sipp/y
+    python -m experiments.run --config jaxprune/configs/sipp_cpu.py:rand,sipp_hybrid,0.9 --workdir runs/sipp/x
+    python -m experiments.run --config jaxprune/configs/sipp_cpu.py:iter,wt --workdir runs/sipp/y
 
 Argument ``pipeline,method[,sparsity]``: pipeline rand | iter; method sipp_det |
 sipp_rand | sipp_hybrid | wt | snip. ``experiments/sipp_study.py`` runs the grid.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from configs.sipp_base import parse_arg, sipp_config
+from jaxprune.configs.sipp_base import parse_arg, sipp_config
 
 
 def get_config(arg: str = "rand,sipp_hybrid,0.9"):

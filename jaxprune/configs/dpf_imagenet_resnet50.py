@@ -15,7 +15,7 @@ Argument ``method,target[,smoke]``: method dpf | incremental | dense |
 one_shot_ft | snip; target 0.8 or 0.9 in the paper (DPF 75.48 / 74.55 top-1
 vs dense 75.95; Incremental 74.86 / 73.77)::
 
-    python -m experiments.run --config configs/dpf_imagenet_resnet50.py:dpf,0.9 \\
+    python -m experiments.run --config jaxprune/configs/dpf_imagenet_resnet50.py:dpf,0.9 \\
         --workdir runs/r50_dpf90 --config.data.data_dir=/data/imagenet
 
 ``smoke`` runs a few steps end to end on CPU: 64 training and 32 test images,
@@ -23,7 +23,7 @@ vs dense 75.95; Incremental 74.86 / 73.77)::
 real ones, only smaller).
 """
 
-from configs.dpf_base import study_config
+from jaxprune.configs.dpf_base import study_config
 
 METHODS = ("dpf", "incremental", "dense", "one_shot_ft", "snip")
 

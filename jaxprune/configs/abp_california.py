@@ -5,11 +5,11 @@ Training: Adam 1e-3, batch 256, 40 epochs, MSE, features standardized with
 train statistics, target in 100k USD; 20 replications (seeds 0..19), all
 16512 training rows (no validation hold-out: the study has no model selection).
 
-python -m experiments.run --config configs/abp_california.py --workdir runs/abp_california
+python -m experiments.run --config jaxprune/configs/abp_california.py --workdir runs/abp_california
 python -m experiments.abp_study   # the same, plus results/abp_california.{json,md,png}
 """
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 
 def get_config():

@@ -2,12 +2,12 @@
 training epochs, 1 trial, lowest-magnitude pruning at sparsity 0.5, 2
 fine-tuning epochs, 10k Student-t draws (seconds on a CPU).
 
-    python -m experiments.run --config configs/ap_digits_smoke.py --workdir runs/ap_smoke
+    python -m experiments.run --config jaxprune/configs/ap_digits_smoke.py --workdir runs/ap_smoke
 """
 
 from __future__ import annotations
 
-from configs.ap_base import ap_config
+from jaxprune.configs.ap_base import ap_config
 
 
 def get_config():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 # name -> (rule, p, q): the paper's compared methods.
 METHODS = {

@@ -1,9 +1,9 @@
 """Dense baseline: the PQ paper's MLP (in-128-256-10) on scikit-learn digits.
 
-python -m experiments.run --config configs/dense_digits.py --workdir runs/dense_digits
+python -m experiments.run --config jaxprune/configs/dense_digits.py --workdir runs/dense_digits
 """
 
-from configs.common import base_config
+from jaxprune.configs.common import base_config
 
 
 def get_config():

@@ -1,4 +1,4 @@
-"""The base experiment config every ``configs/*.py`` extends, and its validator.
+"""The base experiment config every ``jaxprune/configs/*.py`` extends, and its validator.
 
 Sections: ``data`` (dataset), ``model`` (architecture; ``model.kwargs`` is free
 for architecture options), ``train`` (optimizer, schedule, batch sizes, logging

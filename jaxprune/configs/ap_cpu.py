@@ -3,7 +3,7 @@
 train subset). 20 training epochs, then 3 methods x 4 sparsities x 3 trials x
 20 fine-tuning epochs with the issue's measure settings.
 
-    python -m experiments.run --config configs/ap_cpu.py:lenet300 --workdir runs/ap_cpu/lenet300
+    python -m experiments.run --config jaxprune/configs/ap_cpu.py:lenet300 --workdir runs/ap_cpu/lenet300
 
 ``experiments/ap_study.py`` runs all models and passes the reduced CPU budget it
 used on the command line.
@@ -11,7 +11,7 @@ used on the command line.
 
 from __future__ import annotations
 
-from configs.ap_base import ap_config
+from jaxprune.configs.ap_base import ap_config
 
 MODELS = {"lenet300": "fashion_mnist", "mlp": "fashion_mnist", "cnn": "cifar10"}
 

@@ -4,13 +4,13 @@
 - WideResNet-28-{2,4,8} on CIFAR-10: 200 epochs, lr 0.1, wd 5e-4, lr / 5 at 30%, 60%, 80%;
 - VGG16-D on CIFAR-10: 300 epochs, lr 0.2, wd 1e-4, lr / 10 at 50%, 75%;
 - ResNet-50 on ImageNet: 90 epochs, batch 1024, warm-up 0.1 -> 0.4 over 5 epochs,
-  lr / 10 at epochs 30, 60, 80, wd 1e-4 (``configs/dpf_imagenet_resnet50.py``).
+  lr / 10 at epochs 30, 60, 80, wd 1e-4 (``jaxprune/configs/dpf_imagenet_resnet50.py``).
 
 Data is streamed (grain): CIFAR-10 from a prepared tensorflow-datasets copy or
 an image folder, never held in memory whole.
 CIFAR batch 128; SGD + Nesterov 0.9 everywhere. Argument ``model,method,target``:
 
-    python -m experiments.run --config configs/dpf_paper.py:wrn28_2,dpf,0.95 --workdir runs/x
+    python -m experiments.run --config jaxprune/configs/dpf_paper.py:wrn28_2,dpf,0.95 --workdir runs/x
 
 Targets of the paper: Table 1/2 (CIFAR-10) 0.7, 0.8, 0.9, 0.95, 0.99 depending on
 the model (e.g. ResNet-20 at 0.9: DPF 90.88 vs dense 92.48); Table 3 (ImageNet)
@@ -18,8 +18,8 @@ the model (e.g. ResNet-20 at 0.9: DPF 90.88 vs dense 92.48); Table 3 (ImageNet)
 120 for WideResNets, 60 for ResNet-50).
 """
 
-from configs.dpf_base import study_config
-from configs.dpf_imagenet_resnet50 import imagenet_recipe
+from jaxprune.configs.dpf_base import study_config
+from jaxprune.configs.dpf_imagenet_resnet50 import imagenet_recipe
 
 _CIFAR = {
     # model: (epochs, lr, weight decay, milestones, decay factor)
@@ -51,5 +51,5 @@ def get_config(arg: str | None = "resnet20,dpf,0.9"):
         t.batch_size = 128
         config.data.streaming = True  # tfds' ArrayRecord copy (or an image folder), read lazily
     else:
-        imagenet_recipe(config)  # configs/dpf_imagenet_resnet50.py
+        imagenet_recipe(config)  # jaxprune/configs/dpf_imagenet_resnet50.py
     return config

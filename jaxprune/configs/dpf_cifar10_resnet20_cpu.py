@@ -2,10 +2,10 @@
 images), 20 epochs, the paper's ResNet recipe otherwise (lr 0.2 / 10 at 50% and
 75%, wd 1e-4, batch 128, Nesterov 0.9), target 0.90.
 
-    python -m experiments.run --config configs/dpf_cifar10_resnet20_cpu.py:dpf,0.9 --workdir runs/x
+    python -m experiments.run --config jaxprune/configs/dpf_cifar10_resnet20_cpu.py:dpf,0.9 --workdir runs/x
 """
 
-from configs.dpf_base import parse_arg, study_config
+from jaxprune.configs.dpf_base import parse_arg, study_config
 
 
 def get_config(arg: str | None = None):

@@ -1,6 +1,6 @@
 """Paper-scale PQ Index / SAP experiments (Diao et al., ICLR 2023), for GPUs.
 
-    python -m experiments.run --config configs/sap_paper.py:cifar10,resnet18,sap \\
+    python -m experiments.run --config jaxprune/configs/sap_paper.py:cifar10,resnet18,sap \\
         --config.seed=0 --workdir runs/sap/cifar10_resnet18_sap_s0
 
 The argument is ``dataset,model,method[,scope]``:
@@ -20,7 +20,7 @@ D.5), each on top of ``...,sap``:
 
 from __future__ import annotations
 
-from configs.sap_base import sap_config
+from jaxprune.configs.sap_base import sap_config
 
 PAPER_MODELS = {
     "fashion_mnist": ("linear", "mlp", "cnn", "resnet18"),
