@@ -336,7 +336,7 @@ def train_method(
     dataset: Any | None = None,
 ) -> Outcome:
     """Train ``method`` (one of :data:`METHODS`) with ``config`` (see
-    ``configs/dpf_base.py``); ``hooks`` run after the tracker in every phase;
+    ``jaxprune/configs/dpf_base.py``); ``hooks`` run after the tracker in every phase;
     ``dataset``: an already loaded ``config.data`` dataset (a study reuses it
     across runs of one seed). Writes ``<workdir>/results.json`` and returns an
     :class:`Outcome`."""

@@ -178,7 +178,7 @@ def _sparsity_fn(params: PyTree) -> Callable[[PyTree], jax.Array]:
 
 class Trainer:
     """Trains ``model`` on ``dataset`` (a ``jaxprune.train.data.Dataset``) with the
-    ``config.train`` section ``cfg`` (see ``configs/common.py``).
+    ``config.train`` section ``cfg`` (see ``jaxprune/configs/common.py``).
 
     ``tx`` replaces the optimizer built from ``cfg`` (then ``prepend``/``append``
     are ignored); ``forward_params(params, opt_state)`` gives the weights of the

@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules built from a ``config.train`` section.
 
-Keys read (defaults in ``configs/common.py``): ``optimizer`` (sgd | adam |
+Keys read (defaults in ``jaxprune/configs/common.py``): ``optimizer`` (sgd | adam |
 adamw), ``lr``, ``momentum``, ``nesterov``, ``b1``, ``b2``, ``eps``,
 ``weight_decay``, ``clip_norm``, ``schedule`` (constant | cosine | multistep),
 ``warmup_epochs``, ``warmup_init_lr`` (optional, default 0), ``milestones``
