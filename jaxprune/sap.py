@@ -224,8 +224,9 @@ def prune_round(
       mask: the current mask (bool leaves of the param shapes, ``False`` =
         pruned; ``None`` leaves are not prunable), or ``None`` for an all-kept
         mask over ``prunable``.
-      p, q: PQ Index exponents, ``0 < p < q`` (static). Paper settings:
-        ``(0.5, 1)`` (default) and ``(1, 2)``.
+      p: PQ Index exponent, ``0 < p < q`` (static). Paper settings:
+        ``(p, q) = (0.5, 1)`` (default) and ``(1, 2)``.
+      q: PQ Index exponent, ``q > p`` (static).
       eta_r: ``>= 0``, the Theorem-2 slack; larger prunes more.
       gamma: ``>= 0``, scales the PQI-suggested pruning ratio ``1 - r/d``.
       beta: in ``[0, 1]``, the cap on the fraction of a pool pruned per round.

@@ -140,7 +140,8 @@ def prune(
       prunable: which leaves to prune (see :func:`jaxprune.tree.prunable`);
         default: every ndim >= 2 leaf. Each must be a dense kernel.
       ridge: relative ridge of the least-squares refit (``"M"``).
-      tol, max_iter: FISTA's duality-gap tolerance and iteration cap (``"L"``).
+      tol: FISTA's duality-gap tolerance (``"L"``).
+      max_iter: FISTA's iteration cap (``"L"``).
       stats: precomputed :func:`layer_stats` of these ``params`` on ``inputs``
         (reuse them to prune one network several ways; ``inputs`` is then only
         used to check shapes). Ignored by ``"mag"``.

@@ -242,8 +242,9 @@ def optalloc(
         not prunable).
       budget: total number of weights to keep, ``B >= 0``.
       params: the weights (their signs define the two groups of each unit).
-      c, delta: constants of Lemma 7; eta: total output patches of the network
-        (``sum(layer_output_sizes(...))``).
+      c: the constant C of Lemma 7.
+      delta: the failure probability delta of Lemma 7.
+      eta: total output patches of the network (``sum(layer_output_sizes(...))``).
 
     Returns:
       A pytree like ``sensitivities`` with an int32 ``(2, units)`` allocation

@@ -173,7 +173,8 @@ def prune(
       variant: ``"det"`` (SiPPSimple: global top-B, no reweighting),
         ``"rand"`` or ``"hybrid"`` (OptAlloc budgets per group).
       key: PRNG key, required for ``"rand"`` and ``"hybrid"``.
-      c, delta: constants of Lemmas 6-7 (C = 3, delta = 1e-16).
+      c: the constant C of Lemmas 6-7 (3).
+      delta: the failure probability delta of Lemmas 6-7 (1e-16).
       eta: total output patches of the network for Lemma 7's log term; default
         from ``stats`` (sum of ``output_size``), else the total number of
         output units of the prunable leaves (exact for dense nets).
