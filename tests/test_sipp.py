@@ -257,6 +257,31 @@ def test_hybrid_picks_det_when_one_weight_dominates():
     assert 0.5 < rep["layers"]["k"]["eps"] < 0.8
 
 
+def test_hybrid_compares_bounds_at_budget_not_at_draws():
+    """Hand-worked group where the two rules disagree: 10 positive weights, all s_j = 1 (S = 10),
+    budget m = 5 (density 0.5, one group), C = 3, eta = 1, delta = 0.5 (ln(16 eta / delta) = ln 32).
+    Uniform q = 0.1: E[unique] = 10 (1 - 0.9^N) = 5 gives N = ln 0.5 / ln 0.9 = 6.58 -> 7 draws.
+    eps_det = 3 * 5 = 15; Lemma 7 (u = S ln 32 / N): eps_rand(m = 5) = 16.40 >= 15 -> Det,
+    whereas eps_rand(N = 7) = 12.31 < 15 would have chosen Rand."""
+    log_factor, s_sum, m = math.log(32.0), 10.0, 5
+
+    def lemma7(n):
+        u = s_sum * log_factor / n
+        return u + math.sqrt(u * (u + 6.0))
+
+    draws = round(math.log(0.5) / math.log(0.9))
+    eps_det = 3.0 * 5.0
+    assert draws == 7 and lemma7(draws) < eps_det <= lemma7(m)  # the example separates the rules
+    w = jnp.linspace(1.0, 2.0, 10)[:, None]
+    new, mask, rep = jp.sipp.prune(
+        {"k": w}, {"k": jnp.ones((10, 1))}, 0.5, variant="hybrid", key=jax.random.key(0), eta=1.0, delta=0.5
+    )
+    assert rep["layers"]["k"]["det_fraction"] == 1.0
+    np.testing.assert_array_equal(mask["k"][:, 0], [True] * 5 + [False] * 5)  # top-5, ties: lower index
+    np.testing.assert_array_equal(new["k"], jnp.where(mask["k"], w, 0.0))  # Det: kept weights unchanged
+    assert rep["layers"]["k"]["eps"] == pytest.approx(eps_det, rel=1e-6)  # the bound of the variant used
+
+
 def test_det_keeps_exactly_budget_and_none_leaves():
     x = np.asarray(jax.random.normal(jax.random.key(10), (8, 5)))
     params, f = _init(Dense2(), x)

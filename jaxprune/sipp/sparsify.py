@@ -14,7 +14,13 @@ sensitivities ``s_j`` of its weights and ``S = sum_j s_j``:
   and the ``s_j = 0`` ones dropped; both with bound 0.
 - Det within a group (Hybrid): keep the top-``m`` sensitivities (ties: lower
   index), bound ``eps_det = C * sum of the pruned s_j`` (Lemma 6).
-- Hybrid: Det unless ``eps_det > eps_rand``.
+- Hybrid: Det unless ``eps_det > eps_rand(m)``, the Lemma 7 bound at ``N = m``:
+  both bounds are compared at the group's budget ``m`` (METHODS.md section 4,
+  the same evaluation OptAlloc uses), not at the number of draws ``N >= m``
+  that Rand then makes. (Algorithm 3 of the paper writes the bound at the
+  expected ``N(m)``, which favours Rand; METHODS.md settles on ``m``.) The
+  reported bound of a group is that of the variant used: ``eps_det`` for Det,
+  Lemma 7 at the realized draws for Rand.
 
 The report gives, per layer, the kept count, density, ``eps`` = the largest
 per-group bound of the layer (``eps^l`` of Lemma 11) and, with ``stats`` from
@@ -129,18 +135,24 @@ def _topm_leaf(s, w, m):
 
 
 def _hybrid_leaf(key, s, w, m, c, log_factor):
+    """Hybrid on one leaf: (w_hat, keep mask, per-group eps of the variant used,
+    groups that use Det, groups actually pruned), each per group ``(2, units)``."""
     w_hat_r, keep_r, eps_r = _rand_leaf(key, s, w, m, c, log_factor)
     keep_d3, kept_sum = _topm_leaf(s, w, m)
-    _, s3 = _leaf_groups(s, w)
-    eps_d = c * jnp.maximum(jnp.sum(s3, axis=1) - kept_sum, 0.0)
-    use_det = eps_d <= eps_r  # (2, c)
-    sides = sign_sides(w)
+    sides, s3 = _leaf_groups(s, w)
+    total = jnp.sum(s3, axis=1)
+    eps_d = c * jnp.maximum(total - kept_sum, 0.0)
+    # the choice compares the bounds at the budget m (METHODS.md section 4), not at the draws N >= m;
+    # a group Rand would not sample (m reaches its support) has bound 0, as Det's then is
+    sampled = m < jnp.sum(s3 > 0, axis=1)
+    eps_r_budget = jnp.where(sampled, eps_rand(total, m, c=c, log_factor=log_factor), 0.0)
+    use_det = eps_d <= eps_r_budget  # (2, c)
     det_w = jnp.any(sides & use_det[:, None, :], axis=0).reshape(w.shape)  # weights whose group uses Det
     keep_d = jnp.any(keep_d3, axis=0).reshape(w.shape)
     keep = jnp.where(det_w, keep_d, keep_r)
     w_hat = jnp.where(det_w, jnp.where(keep_d, w, 0), w_hat_r)
     nontrivial = jnp.sum(sides, axis=1) > m  # groups that are actually pruned
-    return w_hat, keep, jnp.minimum(eps_d, eps_r), use_det & nontrivial, nontrivial
+    return w_hat, keep, jnp.where(use_det, eps_d, eps_r), use_det & nontrivial, nontrivial
 
 
 def _det_eps(s, w, keep, c):
