@@ -10,6 +10,7 @@ params it belongs to; each leaf is a boolean array of the leaf's shape
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,19 +28,94 @@ def is_none(x: Any) -> bool:
 
 
 def path_str(path: tuple) -> str:
-    """A key path as a ``/``-joined string, e.g. ``params/Dense_0/kernel``."""
+    """A key path as a ``/``-joined string, e.g. ``params/Dense_0/kernel``.
+
+    This is the raw path: inside a Flax NNX ``Variable`` it ends in ``/value``.
+    Use :func:`leaves_with_paths` for the framework-aware form that matching uses.
+
+    >>> path_str((jax.tree_util.DictKey("Dense_0"), jax.tree_util.DictKey("kernel")))
+    'Dense_0/kernel'
+    """
     return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
+def _nnx_variable_type() -> type | None:
+    """``flax.nnx.Variable`` if flax's NNX is loaded (a tree cannot hold NNX
+    variables otherwise, and ``import jaxprune`` need not import NNX)."""
+    module = sys.modules.get("flax.nnx.variablelib")
+    return getattr(module, "Variable", None)
+
+
+_VALUE_KEY = jax.tree_util.GetAttrKey("value")
+
+
+def leaves_with_paths(tree: PyTree) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` for every leaf (``None`` counts as a leaf), in
+    ``jax.tree.leaves`` order, ``path`` the ``/``-joined string the prunable
+    filter and the reports use.
+
+    Framework-aware: a Flax NNX ``Variable`` (``nnx.Param`` ...) holds its array
+    under the attribute key ``value``; that key is dropped, so the kernel of an
+    ``nnx.Linear`` named ``head`` is ``head/kernel`` in an ``nnx.State``, in an
+    ``nnx.split`` state and in the module itself, as in a linen param dict.
+    Equinox modules give their attribute names (``layers/0/weight``).
+
+    >>> leaves_with_paths({"dense": {"kernel": jnp.zeros((2, 3)), "bias": None}})[0][0]
+    'dense/bias'
+    """
+    var = _nnx_variable_type()
+    if var is None:
+        return [(path_str(p), x) for p, x in jax.tree.leaves_with_path(tree, is_leaf=is_none)]
+    out = []
+    nodes = jax.tree.leaves_with_path(tree, is_leaf=lambda x: x is None or isinstance(x, var))
+    for path, node in nodes:
+        if not isinstance(node, var):
+            out.append((path_str(path), node))
+            continue
+        for sub, leaf in jax.tree.leaves_with_path(node, is_leaf=is_none):
+            sub = sub[1:] if sub[:1] == (_VALUE_KEY,) else sub
+            out.append((path_str(path + sub), leaf))
+    return out
+
+
+def map_with_paths(fn: Callable[[str, Any], Any], tree: PyTree) -> PyTree:
+    """``fn(path, leaf)`` on every leaf (``None`` included) with the paths of
+    :func:`leaves_with_paths`; the result has ``tree``'s structure (NNX
+    ``Variable`` wrappers kept)."""
+    treedef = jax.tree.structure(tree, is_leaf=is_none)
+    return jax.tree.unflatten(treedef, [fn(p, x) for p, x in leaves_with_paths(tree)])
+
+
 def leaf_paths(tree: PyTree) -> list[str]:
-    """The ``/``-joined path of every leaf (``None`` counts as a leaf)."""
-    return [path_str(p) for p, _ in jax.tree.leaves_with_path(tree, is_leaf=is_none)]
+    """The ``/``-joined path of every leaf (``None`` counts as a leaf; see
+    :func:`leaves_with_paths`)."""
+    return [p for p, _ in leaves_with_paths(tree)]
+
+
+def unwrap_variables(tree: PyTree) -> PyTree:
+    """``tree`` with every Flax NNX ``Variable`` (``nnx.Param``, the
+    ``OptVariable`` wrappers of an ``nnx.Optimizer`` state, ...) replaced by its
+    value, like ``nnx.as_pure``; any other tree is returned as is.
+
+    >>> unwrap_variables({"w": jnp.ones(2)})
+    {'w': Array([1., 1.], dtype=float32)}
+    """
+    var = _nnx_variable_type()
+    if var is None:
+        return tree
+    return jax.tree.map(
+        lambda x: x.get_value() if isinstance(x, var) else x, tree, is_leaf=lambda x: isinstance(x, var)
+    )
 
 
 def check_same_structure(a: PyTree, b: PyTree, name_a: str = "params", name_b: str = "mask") -> None:
     """Raise ``ValueError`` if ``a`` and ``b`` are not the same tree (``None``
-    leaves count as leaves), naming the paths that differ."""
-    if jax.tree.structure(a, is_leaf=is_none) == jax.tree.structure(b, is_leaf=is_none):
+    leaves count as leaves), naming the paths that differ. NNX ``Variable``
+    wrappers do not count (:func:`unwrap_variables`): ``nnx.Param`` params match
+    the plain or ``OptVariable``-wrapped mask an ``nnx.Optimizer`` state holds;
+    functions that take both combine them leaf by leaf in flattened order."""
+    structure = lambda t: jax.tree.structure(unwrap_variables(t), is_leaf=is_none)
+    if structure(a) == structure(b):
         return
     pa, pb = leaf_paths(a), leaf_paths(b)
     only_a = [p for p in pa if p not in set(pb)][:5]
@@ -58,11 +134,11 @@ def check_mask_shapes(params: PyTree, mask: PyTree, name: str = "mask") -> None:
     """Raise ``ValueError`` unless ``mask`` has the structure of ``params`` and
     every non-``None`` mask leaf has its param leaf's shape (naming the path)."""
     check_same_structure(params, mask, "params", name)
-    flat = jax.tree.leaves_with_path(params, is_leaf=is_none)
+    flat = leaves_with_paths(params)
     for (path, w), m in zip(flat, jax.tree.leaves(mask, is_leaf=is_none), strict=True):
         if m is not None and (w is None or jnp.shape(m) != jnp.shape(w)):
             raise ValueError(
-                f"{name} leaf at {path_str(path) or '<root>'} has shape {jnp.shape(m)}, expected the "
+                f"{name} leaf at {path or '<root>'} has shape {jnp.shape(m)}, expected the "
                 f"param shape {None if w is None else jnp.shape(w)}"
             )
 
@@ -90,14 +166,13 @@ def prunable(params: PyTree, include: Patterns = None, exclude: Patterns = None)
     """
     inc, exc = _compile(include, "include"), _compile(exclude, "exclude")
 
-    def decide(path: tuple, leaf: Any) -> bool:
+    def decide(name: str, leaf: Any) -> bool:
         if leaf is None or not hasattr(leaf, "ndim"):
             return False
-        name = path_str(path)
         chosen = any(p.search(name) for p in inc) if inc else leaf.ndim >= 2
         return chosen and not any(p.search(name) for p in exc)
 
-    return jax.tree.map_with_path(decide, params, is_leaf=is_none)
+    return map_with_paths(decide, params)
 
 
 def resolve_prunable(params: PyTree, prunable_tree: PyTree | None = None) -> PyTree:
@@ -132,17 +207,21 @@ def full_mask(params: PyTree, prunable_tree: PyTree | None = None) -> PyTree:
 def map_masked(fn: Callable[..., Any], mask: PyTree, *trees: PyTree) -> PyTree:
     """``fn(mask_leaf, *leaves)`` on every non-``None`` mask leaf; ``None`` elsewhere.
 
-    The trees must have the mask's structure (checked)."""
+    The trees must have the mask's structure (checked; NNX ``Variable``
+    wrappers may differ), the result has it."""
     for i, tree in enumerate(trees):
         check_same_structure(tree, mask, f"tree[{i}]", "mask")
-    return jax.tree.map(
-        lambda m, *xs: None if m is None else fn(m, *xs), mask, *trees, is_leaf=is_none
-    )
+    flat_mask, treedef = jax.tree.flatten(mask, is_leaf=is_none)
+    flat_trees = [jax.tree.leaves(tree, is_leaf=is_none) for tree in trees]
+    out = [None if m is None else fn(m, *xs) for m, *xs in zip(flat_mask, *flat_trees, strict=True)]
+    return jax.tree.unflatten(treedef, out)
 
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """``m * w`` leaf by leaf: pruned entries become exactly 0, ``None`` mask
-    leaves (and ``None`` params) pass through unchanged. Jittable."""
+    leaves (and ``None`` params) pass through unchanged. Jittable. The result
+    has ``params``' structure: NNX ``nnx.Param`` params with the plain mask of
+    an optimizer state stay ``nnx.Param``."""
     check_same_structure(params, mask)
 
     def one(w: Any, m: Any) -> Any:
@@ -152,7 +231,9 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
             raise ValueError(f"mask leaf of shape {jnp.shape(m)} does not match param shape {jnp.shape(w)}")
         return jnp.where(m, w, jnp.zeros((), jnp.result_type(w)))
 
-    return jax.tree.map(one, params, mask, is_leaf=is_none)
+    flat, treedef = jax.tree.flatten(params, is_leaf=is_none)
+    masks = jax.tree.leaves(mask, is_leaf=is_none)
+    return jax.tree.unflatten(treedef, [one(w, m) for w, m in zip(flat, masks, strict=True)])
 
 
 def fresh_copy(tree: PyTree) -> PyTree:
@@ -161,12 +242,56 @@ def fresh_copy(tree: PyTree) -> PyTree:
     return jax.tree.map(jnp.copy, tree)
 
 
-def neuron_view(x: jax.Array) -> jax.Array:
-    """A leaf as ``(fan_in, units)``: one column per output unit (the LAST axis).
+def check_out_axis(out_axis: Any, shape: tuple[int, ...], where: str = "") -> int:
+    """``out_axis`` (the axis of output units) as a non-negative axis of a leaf
+    of ``shape``: ``TypeError`` unless a Python int, ``ValueError`` (naming the
+    leaf ``where``) unless ``-ndim <= out_axis < ndim``.
+
+    >>> check_out_axis(0, (8, 3)), check_out_axis(-1, (3, 3, 4, 8))
+    (0, 3)
+    """
+    if isinstance(out_axis, bool) or not isinstance(out_axis, int | np.integer):
+        raise TypeError(f"out_axis must be a Python int (the axis of output units), got {out_axis!r}")
+    ndim = len(shape)
+    if not -ndim <= out_axis < ndim:
+        at = f" for the leaf {where}" if where else ""
+        raise ValueError(
+            f"out_axis={out_axis} is outside the valid range [{-ndim}, {ndim}){at} of shape {shape}"
+        )
+    return int(out_axis) % ndim
+
+
+def neuron_view(x: jax.Array, out_axis: int = -1) -> jax.Array:
+    """A leaf as ``(fan_in, units)``: one column per output unit (axis
+    ``out_axis``, default the LAST axis as in flax; ``0`` for equinox/PyTorch
+    layouts such as Linear ``(out, in)`` and Conv ``(out, in, kh, kw)``).
 
     A dense kernel ``(in, out)`` is unchanged; a conv kernel ``(kh, kw, in, out)``
-    becomes ``(kh*kw*in, out)``; a vector of length n is ``(1, n)``."""
+    becomes ``(kh*kw*in, out)``; a vector of length n is ``(1, n)``. With
+    ``out_axis`` not last, the unit axis is moved last first, so a column
+    lists the other axes in their order (row-major).
+
+    >>> neuron_view(jnp.zeros((3, 3, 4, 8))).shape
+    (36, 8)
+    >>> neuron_view(jnp.zeros((8, 4, 3, 3)), out_axis=0).shape
+    (36, 8)
+    """
+    x = jnp.asarray(x)
+    if out_axis != -1 and x.ndim:
+        x = jnp.moveaxis(x, check_out_axis(out_axis, x.shape), -1)
     return jnp.reshape(x, (-1, jnp.shape(x)[-1]))
+
+
+def neuron_unview(cols: jax.Array, shape: tuple[int, ...], out_axis: int = -1) -> jax.Array:
+    """Inverse of :func:`neuron_view`: ``(fan_in, units)`` back to a leaf of ``shape``.
+
+    >>> x = jnp.arange(24.0).reshape(2, 3, 4)
+    >>> bool(jnp.all(neuron_unview(neuron_view(x, 0), x.shape, 0) == x))
+    True
+    """
+    axis = check_out_axis(out_axis, tuple(shape))
+    moved = (*(s for i, s in enumerate(shape) if i != axis), shape[axis])
+    return jnp.moveaxis(jnp.reshape(cols, moved), -1, axis)
 
 
 def summarize(params_or_mask: PyTree, prunable: PyTree | None = None) -> dict[str, Any]:
@@ -179,7 +304,7 @@ def summarize(params_or_mask: PyTree, prunable: PyTree | None = None) -> dict[st
     (NumPy) report, not meant for ``jit``."""
     tree = params_or_mask
     flags = None if prunable is None else resolve_prunable(tree, prunable)
-    flat = jax.tree.leaves_with_path(tree, is_leaf=is_none)
+    flat = leaves_with_paths(tree)
     flag_list = [None] * len(flat) if flags is None else jax.tree.leaves(flags, is_leaf=is_none)
     leaves: dict[str, dict[str, Any]] = {}
     totals = {"prunable": [0, 0], "all": [0, 0]}
@@ -190,7 +315,7 @@ def summarize(params_or_mask: PyTree, prunable: PyTree | None = None) -> dict[st
         is_mask_leaf = arr.dtype == np.bool_
         nonzero = int(np.count_nonzero(arr))
         is_prunable = bool(flag) if flag is not None else (is_mask_leaf or arr.ndim >= 2)
-        leaves[path_str(path)] = {
+        leaves[path] = {
             "shape": tuple(arr.shape),
             "size": int(arr.size),
             "nonzero": nonzero,

@@ -10,15 +10,28 @@ ones (all unmasked entries are kept if fewer than ``k`` remain). Pools:
 - ``"layer"``: each prunable leaf (``sparsity`` may be a per-leaf pytree,
   e.g. from :func:`jaxprune.masks.allocate`);
 - ``"neuron"``: each output unit (a column of :func:`jaxprune.tree.neuron_view`,
-  i.e. the LAST axis of the leaf);
+  i.e. each index of the axis ``out_axis`` of the leaf, default the LAST axis);
 - ``"filter"``: whole output units ranked globally across leaves; score leaves
   are per-unit vectors ``(out,)`` (see :func:`jaxprune.masks.filter_norm`) and
-  the mask is expanded to the full leaf shape; ``n`` = number of units.
+  the mask is expanded to the full leaf shape; ``n`` = number of units;
+- ``"N:M"`` (e.g. ``"2:4"``, ``"1:4"``, ``"4:8"``; ``1 <= N <= M``): N:M
+  structured sparsity (METHODS.md section 7): every group of ``M`` consecutive
+  entries along the INPUT (contracting) axis of each leaf keeps exactly its
+  ``N`` largest scores (all its unmasked ones if fewer than ``N`` remain).
+  The input axis is the neighbour of ``out_axis``: ``ndim - 2`` when
+  ``out_axis`` is the last axis (flax: Dense ``(in, out)`` -> axis 0, Conv
+  ``(kh, kw, in, out)`` -> the in-channel axis -2), else ``out_axis + 1``
+  (equinox/PyTorch with ``out_axis=0``: Linear ``(out, in)`` and Conv
+  ``(out, in, kh, kw)`` -> axis 1). Groups are ``[0, M)``, ``[M, 2M)``, ...
+  of that axis, for every index of the other axes; leaves need ``ndim >= 2``
+  and an input axis divisible by ``M``. The sparsity is ``1 - N/M`` by
+  construction: pass ``sparsity=None`` (or that value, see :func:`topk`).
 
 Ties are broken deterministically: the lower flat index wins, where the flat
 index is the row-major position inside the pool (for the global scopes, in the
-concatenation of the leaves in ``jax.tree.leaves`` order). Results are thus
-identical across runs, devices and shardings.
+concatenation of the leaves in ``jax.tree.leaves`` order; for neuron pools,
+over the other axes in their order; for N:M, the lower index along the input
+axis). Results are thus identical across runs, devices and shardings.
 
 Algorithm (no sort, no host round trip, jittable, dynamic ``k``): scores are
 mapped to order-preserving ``uint32`` keys (float32 bit pattern with the sign
@@ -29,7 +42,7 @@ key 1, i.e. NaN is the lowest score). The k-th largest key ``t`` is found
 without concatenating the leaves (sharded leaves stay sharded: XLA inserts the
 reductions' collectives): for a pool that is whole leaves (global, filter,
 layer) by two 16-bit radix-histogram passes (scatter-adds into 65,536 bins,
-each searched in two levels of 256); for many pools per leaf (neuron) by 32
+each searched in two levels of 256); for many pools per leaf (neuron, N:M groups) by 32
 rounds of bisection on its bits, each one fused pass ``sum(keys >= cand)``.
 If ``count(keys >= t) == k`` the mask is ``keys >= t``; otherwise the first
 ``need`` ties at ``t`` in flat order are kept: for whole-leaf pools the flat
@@ -52,6 +65,7 @@ clipping to a plausible-looking mask.
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import Any
 
@@ -60,10 +74,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxprune._validate import check_choice, check_number
-from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view, path_str, resolve_prunable
+from jaxprune._validate import check_number
+from jaxprune.tree import (
+    PyTree,
+    check_out_axis,
+    check_same_structure,
+    is_none,
+    neuron_unview,
+    neuron_view,
+    path_str,
+    resolve_prunable,
+)
 
+#: The named scopes; ``"N:M"`` strings (e.g. ``"2:4"``) are accepted too (:func:`check_scope`).
 SCOPES = ("global", "layer", "neuron", "filter")
+_NM = re.compile(r"(\d+):(\d+)")
+# A traced sparsity within this distance of 1 - N/M selects the N:M pattern (float32 rounding of N/M).
+_NM_TOL = 1e-6
 
 _TOP_BIT = np.uint32(0x80000000)
 _INF_BITS = np.uint32(0x7F800000)
@@ -277,6 +304,77 @@ def _check_no_nan(path: tuple, x: Any) -> None:
         raise ValueError(f"scores contain NaN at {path_str(path) or '<root>'}; scores must not be NaN")
 
 
+def check_scope(scope: Any) -> tuple[int, int] | None:
+    """Validate a :func:`topk` scope: one of :data:`SCOPES` (returns ``None``)
+    or an ``"N:M"`` string with ``1 <= N <= M`` (returns ``(N, M)``);
+    ``ValueError`` otherwise.
+
+    >>> check_scope("2:4"), check_scope("neuron")
+    ((2, 4), None)
+    """
+    if isinstance(scope, str):
+        if scope in SCOPES:
+            return None
+        match = _NM.fullmatch(scope)
+        if match:
+            n, m = int(match[1]), int(match[2])
+            if not 1 <= n <= m:
+                raise ValueError(f"scope={scope!r}: N:M sparsity needs 1 <= N <= M, got N={n}, M={m}")
+            return n, m
+    raise ValueError(
+        f"scope={scope!r} is not valid; expected one of {list(SCOPES)} or an 'N:M' string such as '2:4' "
+        "(keep N of every M consecutive input entries, 1 <= N <= M)"
+    )
+
+
+def input_axis(ndim: int, out_axis: int) -> int:
+    """The input (contracting) axis N:M groups run along, for a leaf with
+    ``ndim >= 2`` axes whose output units lie on the non-negative axis
+    ``out_axis``: ``ndim - 2`` when ``out_axis`` is last (flax ``(..., in, out)``),
+    else ``out_axis + 1`` (equinox/PyTorch ``(out, in, ...)``).
+
+    >>> input_axis(2, 1), input_axis(4, 3), input_axis(2, 0), input_axis(4, 0)
+    (0, 2, 1, 1)
+    """
+    return ndim - 2 if out_axis == ndim - 1 else out_axis + 1
+
+
+def _nm_view(x: jax.Array, axis: int, m: int) -> jax.Array:
+    """``x`` as ``(m, groups)``: one column per group of ``m`` consecutive
+    entries along ``axis`` (row = position in the group)."""
+    x = jnp.moveaxis(x, axis, 0)
+    groups = x.reshape(x.shape[0] // m, m, -1)  # (in / m, m, rest)
+    return jnp.swapaxes(groups, 0, 1).reshape(m, -1)
+
+
+def _nm_unview(cols: jax.Array, shape: tuple[int, ...], axis: int, m: int) -> jax.Array:
+    """Inverse of :func:`_nm_view` for a leaf of ``shape``."""
+    moved = (shape[axis], *(s for i, s in enumerate(shape) if i != axis))
+    groups = jnp.swapaxes(cols.reshape(m, moved[0] // m, -1), 0, 1)
+    return jnp.moveaxis(groups.reshape(moved), 0, axis)
+
+
+def _nm_kept(sparsity: Any, n: int, m: int) -> jax.Array:
+    """Entries kept per N:M group: ``n``. ``sparsity`` must be ``None`` or
+    ``1 - n/m`` (to ``1e-6``): ``ValueError`` if concrete; a traced value that
+    differs keeps all ``m`` (prunes nothing, as for any bad traced sparsity)."""
+    target = 1.0 - n / m
+    if sparsity is None:
+        return jnp.int32(n)
+    if not _is_scalar(sparsity):
+        raise ValueError(f"sparsity must be None or a scalar for an N:M scope, got {type(sparsity).__name__}")
+    if isinstance(sparsity, jax.core.Tracer):
+        s = jnp.asarray(sparsity, jnp.float32)
+        return jnp.where(jnp.abs(s - target) <= _NM_TOL, jnp.int32(n), jnp.int32(m))
+    check_number("sparsity", sparsity, low=0.0, high=1.0)
+    if abs(float(sparsity) - target) > _NM_TOL:
+        raise ValueError(
+            f"sparsity={sparsity!r} does not match scope='{n}:{m}', which prunes 1 - N/M = {target:g} "
+            "of every group: pass sparsity=None (or that value)"
+        )
+    return jnp.int32(n)
+
+
 def topk(
     scores: PyTree,
     sparsity: Any,
@@ -286,6 +384,7 @@ def topk(
     mask: PyTree | None = None,
     largest: bool = True,
     params: PyTree | None = None,
+    out_axis: int = -1,
 ) -> PyTree:
     """Keep the ``round((1 - sparsity) * n)`` highest-scoring entries of each pool.
 
@@ -296,8 +395,13 @@ def topk(
         a (traced) jnp scalar; for ``scope="layer"`` also a pytree with the
         scores' structure holding one sparsity per prunable leaf. Outside
         ``[0, 1]`` or NaN: ``ValueError`` if concrete; if traced, that pool
-        prunes nothing (see the module docstring).
-      scope: ``"global"`` | ``"layer"`` | ``"neuron"`` | ``"filter"`` (module docstring).
+        prunes nothing (see the module docstring). For an ``"N:M"`` scope the
+        sparsity is implied (``1 - N/M``): pass ``None`` or that value (to
+        ``1e-6``; another concrete value is a ``ValueError``, another traced
+        value prunes nothing, so e.g. ``jp.optax.dpf(0.5, scope="2:4")``
+        applies the 2:4 pattern at every mask update).
+      scope: ``"global"`` | ``"layer"`` | ``"neuron"`` | ``"filter"`` | ``"N:M"``
+        (module docstring).
       prunable: which leaves to select on (pytree of bools, or a mask); default:
         the non-``None`` leaves of ``mask`` if given, else
         :func:`jaxprune.tree.prunable` of ``params`` (filter) or ``scores``.
@@ -307,13 +411,29 @@ def topk(
         keeps the smallest (prunes the highest, as in the AP2/AP3 study).
       params: for ``scope="filter"``: the params, whose leaf shapes the unit
         mask is expanded to (not needed when ``mask`` is given).
+      out_axis: the axis of output units in every prunable leaf (Python int,
+        default ``-1`` = last, flax layout; ``0`` for equinox/PyTorch layouts
+        ``(out, in, ...)``). Used by ``"neuron"`` and ``"filter"`` (the units)
+        and ``"N:M"`` (the grouped input axis is its neighbour, see the module
+        docstring); no effect on ``"global"`` and ``"layer"``.
 
     Returns:
       A mask pytree with the scores' structure: bool arrays of the param
       shapes on prunable leaves, ``None`` elsewhere. Jittable (``scope``,
-      ``prunable`` and ``largest`` are static).
+      ``prunable``, ``largest`` and ``out_axis`` are static).
+
+    >>> import jax.numpy as jnp
+    >>> w = {"kernel": jnp.array([[4., 1.], [3., 2.], [2., 3.], [1., 4.]]), "bias": None}
+    >>> topk(w, 0.5, prunable={"kernel": True, "bias": False})["kernel"].astype(int).tolist()
+    [[1, 0], [1, 0], [0, 1], [0, 1]]
+    >>> topk(w, None, scope="1:2")["kernel"].astype(int).T.tolist()    # groups of 2 along the input axis 0
+    [[1, 0, 1, 0], [0, 1, 0, 1]]
+    >>> topk({"w": w["kernel"].T}, 0.5, scope="1:2", out_axis=0)["w"].astype(int).tolist()  # (out, in)
+    [[1, 0, 1, 0], [0, 1, 0, 1]]
     """
-    check_choice("scope", scope, SCOPES)
+    nm = check_scope(scope)
+    if isinstance(out_axis, bool) or not isinstance(out_axis, int | np.integer):
+        raise TypeError(f"out_axis must be a Python int (the axis of output units), got {out_axis!r}")
     if not isinstance(largest, bool | np.bool_):
         raise TypeError(f"largest must be a bool, got {largest!r}")
     if mask is not None:
@@ -335,14 +455,17 @@ def topk(
     flag_list = treedef.flatten_up_to(flags)
     mask_list = [None] * len(flat) if mask is None else treedef.flatten_up_to(mask)
     src_list = [None] * len(flat) if shapes_src is None else treedef.flatten_up_to(shapes_src)
-    if scope == "layer" and not _is_scalar(sparsity):
+    if nm is not None:
+        k_nm = _nm_kept(sparsity, *nm)
+        sparsity_list = [sparsity] * len(flat)
+    elif scope == "layer" and not _is_scalar(sparsity):
         check_same_structure(scores, sparsity, "scores", "sparsity")
         sparsity_list = treedef.flatten_up_to(sparsity)
     else:
         check_number("sparsity", sparsity, low=0.0, high=1.0)
         sparsity_list = [sparsity] * len(flat)
 
-    chosen = []  # (position, path, scores, valid-or-None, full shape, sparsity)
+    chosen = []  # (position, name, scores, valid-or-None, full shape, sparsity, axis)
     for i, ((path, s), flag, m, src, sp) in enumerate(
         zip(flat, flag_list, mask_list, src_list, sparsity_list, strict=True)
     ):
@@ -354,18 +477,33 @@ def topk(
         if not hasattr(s, "shape"):
             raise TypeError(f"scores leaf {name} must be an array, got {type(s).__name__}")
         _check_no_nan(path, s)
-        full_shape = jnp.shape(s) if scope != "filter" else jnp.shape(src)
-        if scope == "filter" and (jnp.ndim(s) != 1 or not full_shape or full_shape[-1] != jnp.shape(s)[0]):
+        full_shape = tuple(jnp.shape(s) if scope != "filter" else jnp.shape(src))
+        axis = None
+        if scope == "filter" or scope == "neuron" or nm is not None:
+            axis = check_out_axis(out_axis, full_shape, name) if full_shape else None
+        if scope == "filter" and (jnp.ndim(s) != 1 or axis is None or full_shape[axis] != jnp.shape(s)[0]):
+            want = "(out,)" if axis is None else f"(out,) = {(full_shape[axis],)}"
             raise ValueError(
-                f'scope="filter" needs per-unit scores of shape (out,) = {full_shape[-1:]} at {name}, '
-                f"got {jnp.shape(s)} for a leaf of shape {full_shape}"
+                f'scope="filter" needs per-unit scores of shape {want} at {name}, '
+                f"got {jnp.shape(s)} for a leaf of shape {full_shape} (out_axis={out_axis})"
             )
-        if m is not None and jnp.shape(m) != full_shape:
+        if nm is not None:
+            if len(full_shape) < 2:
+                raise ValueError(
+                    f"scope={scope!r} needs leaves with ndim >= 2, got {name} of shape {full_shape}"
+                )
+            axis = input_axis(len(full_shape), axis)
+            if full_shape[axis] % nm[1]:
+                raise ValueError(
+                    f"scope={scope!r}: M={nm[1]} does not divide the input axis {axis} (size "
+                    f"{full_shape[axis]}) of the leaf {name} of shape {full_shape} (out_axis={out_axis})"
+                )
+        if m is not None and tuple(jnp.shape(m)) != full_shape:
             raise ValueError(f"mask leaf {name} has shape {jnp.shape(m)}, expected {full_shape}")
-        if sp is None:
+        if sp is None and nm is None:
             raise ValueError(f"sparsity has no value for the prunable leaf {name}")
         valid = None if m is None else jnp.asarray(m).astype(bool)
-        chosen.append((i, name, s, valid, full_shape, sp))
+        chosen.append((i, name, s, valid, full_shape, sp, axis))
 
     result: list[Any] = [None] * len(flat)
     if not chosen:
@@ -373,27 +511,36 @@ def topk(
 
     if scope in ("global", "filter"):
         if scope == "filter":
-            units = [None if v is None else jnp.any(neuron_view(v), axis=0) for *_, v, _, _ in chosen]
+            units = [None if c[3] is None else jnp.any(neuron_view(c[3], c[6]), axis=0) for c in chosen]
         else:
-            units = [v for *_, v, _, _ in chosen]
+            units = [c[3] for c in chosen]
         keys = [score_keys(c[2], u, largest=largest) for c, u in zip(chosen, units, strict=True)]
         n = sum(int(key.size) for key in keys)
         kept = select_global(keys, _num_kept(sparsity, n, "sparsity"))
-        for (i, _, _, valid, shape, _), keep in zip(chosen, kept, strict=True):
+        for (i, _, _, valid, shape, _, axis), keep in zip(chosen, kept, strict=True):
             if scope == "filter":
-                keep = jnp.broadcast_to(keep, shape)
+                unit_shape = [-1 if a == axis else 1 for a in range(len(shape))]
+                keep = jnp.broadcast_to(keep.reshape(unit_shape), shape)
             result[i] = keep if valid is None else keep & valid
         return jax.tree.unflatten(treedef, result)
 
     keys, ks = [], []
-    for _, name, s, valid, _, sp in chosen:
+    for _, name, s, valid, _, sp, axis in chosen:
         key = score_keys(s, valid, largest=largest)
         if scope == "layer":
             keys.append(key.reshape(-1, 1))
             ks.append(_num_kept(sp, int(key.size), f"sparsity[{name}]"))
+        elif nm is not None:
+            keys.append(_nm_view(key, axis, nm[1]))
+            ks.append(k_nm)
         else:
-            keys.append(neuron_view(key))
+            keys.append(neuron_view(key, out_axis))
             ks.append(_num_kept(sp, int(keys[-1].shape[0]), "sparsity"))
-    for (i, _, _, _, shape, _), keep in zip(chosen, select_columns(keys, ks), strict=True):
-        result[i] = keep.reshape(shape)
+    for (i, _, _, _, shape, _, axis), keep in zip(chosen, select_columns(keys, ks), strict=True):
+        if nm is not None:
+            result[i] = _nm_unview(keep, shape, axis, nm[1])
+        elif scope == "neuron" and shape:
+            result[i] = neuron_unview(keep, shape, out_axis)
+        else:
+            result[i] = keep.reshape(shape)
     return jax.tree.unflatten(treedef, result)
