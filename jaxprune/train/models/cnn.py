@@ -13,7 +13,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxprune.train.models.layers import Dtype, batch_norm, conv, dense, to_compute, to_logits
+from jaxprune.train.models.layers import (
+    Dtype,
+    Widths,
+    batch_norm,
+    conv,
+    dense,
+    to_compute,
+    to_logits,
+    width_of,
+)
 
 # VGG16 configuration "D" (Simonyan & Zisserman 2015): widths, "M" = 2x2 max-pool.
 # fmt: off
@@ -35,20 +44,26 @@ class ConvBNNet(nn.Module):
     (Conv2d(c, w, 3, 1, 1) has a bias in the authors' PyTorch table);
     ``VGG16_CFG`` is CIFAR VGG16-D with BN, whose 32x32 input leaves a 1x1x512
     map, so the pooling is the usual flatten and the head the usual single
-    Linear(512, K) classifier of CIFAR VGG."""
+    Linear(512, K) classifier of CIFAR VGG. ``widths`` overrides layer widths
+    by name (``"Conv_0"``, ..., ``"Dense_0"``; see ``layers.Widths``)."""
 
     cfg: Sequence[int | str]
     num_outputs: int
     dtype: Dtype = jnp.float32
+    widths: Widths = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = to_compute(x, self.dtype)
+        convs = 0
         for item in self.cfg:
             if item == "M":
                 x = _max_pool2(x)
             else:
-                y = conv(int(item), 3, use_bias=True, dtype=self.dtype)(x)
+                features = width_of(self.widths, f"Conv_{convs}", int(item))
+                convs += 1
+                y = conv(features, 3, use_bias=True, dtype=self.dtype)(x)
                 x = nn.relu(batch_norm(train, dtype=self.dtype)(y))
         x = jnp.mean(x, axis=(1, 2))
-        return to_logits(dense(self.num_outputs, dtype=self.dtype)(x))
+        head = width_of(self.widths, "Dense_0", self.num_outputs)
+        return to_logits(dense(head, dtype=self.dtype)(x))

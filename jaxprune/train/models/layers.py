@@ -37,6 +37,12 @@ import jax.numpy as jnp
 
 Dtype = Any  # a JAX dtype (jnp.float32, jnp.bfloat16, ...)
 
+# Per-layer width overrides: ``(("stage1_block1/conv1", 12), ...)``, the module
+# path (relative to the module holding the attribute) and the features of that
+# Dense/Conv. Empty = the architecture's own widths. ``jaxprune.compress``
+# builds compacted models through this attribute.
+Widths = tuple[tuple[str, int], ...]
+
 CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 BN_MOMENTUM = 0.9
@@ -89,6 +95,25 @@ def conv(
 def dense(features: int, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Dense:
     """Dense layer (LeCun-normal kernel, zero bias) computing in ``dtype``, float32 params."""
     return nn.Dense(features, dtype=dtype, param_dtype=PARAM_DTYPE, name=name)
+
+
+def width_of(widths: Widths, name: str, default: int) -> int:
+    """The features of the layer ``name`` under the overrides ``widths`` (``default`` if absent).
+
+    >>> width_of((("conv1", 12),), "conv1", 16), width_of((), "conv1", 16)
+    (12, 16)
+    """
+    return dict(widths).get(name, default)
+
+
+def widths_under(widths: Widths, prefix: str) -> Widths:
+    """The overrides below the submodule ``prefix``, with paths relative to it.
+
+    >>> widths_under((("block1/conv1", 12), ("head", 3)), "block1")
+    (('conv1', 12),)
+    """
+    head = prefix + "/"
+    return tuple((name[len(head) :], w) for name, w in widths if name.startswith(head))
 
 
 def to_compute(x: jax.Array, dtype: Dtype) -> jax.Array:

@@ -17,21 +17,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxprune.train.models.layers import Dtype, dense, to_compute, to_logits
+from jaxprune.train.models.layers import Dtype, Widths, dense, to_compute, to_logits, width_of
 
 
 class MLP(nn.Module):
     """ReLU multilayer perceptron: Dense(h) + ReLU for each ``h`` in ``hidden``,
-    then a linear Dense(num_outputs) head. ``hidden=()`` is a linear model."""
+    then a linear Dense(num_outputs) head. ``hidden=()`` is a linear model.
+    ``widths`` overrides layer widths by name (``"Dense_0"``, ...; see ``layers.Widths``)."""
 
     hidden: Sequence[int]
     num_outputs: int
     dtype: Dtype = jnp.float32
+    widths: Widths = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no train/eval difference (no BatchNorm, no dropout)
         x = to_compute(x, self.dtype).reshape((x.shape[0], -1))
-        for width in self.hidden:
-            x = nn.relu(dense(width, dtype=self.dtype)(x))
-        return to_logits(dense(self.num_outputs, dtype=self.dtype)(x))
+        for i, width in enumerate(self.hidden):
+            x = nn.relu(dense(width_of(self.widths, f"Dense_{i}", width), dtype=self.dtype)(x))
+        head = width_of(self.widths, f"Dense_{len(self.hidden)}", self.num_outputs)
+        return to_logits(dense(head, dtype=self.dtype)(x))
