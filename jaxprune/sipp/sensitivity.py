@@ -45,10 +45,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxprune._validate import check_array_range, check_choice, check_finite_number, is_concrete
 from jaxprune.capture import LayerIO, capture_layers
-from jaxprune.tree import is_none, path_str, resolve_prunable
+from jaxprune.tree import is_none, leaves_with_paths, resolve_prunable
 
 PyTree = Any
 PATCH_REDUCES = ("max", "mean")
@@ -59,7 +60,7 @@ _BLOCK = 16  # rows unrolled per running-max update
 
 # ----------------------------------------------------------------------------- patches
 def _conv_config(module: nn.Module, kernel_ndim: int) -> dict[str, Any]:
-    """Static patch-extraction arguments of a linen ``Conv`` (validated)."""
+    """Static patch-extraction arguments of a linen or NNX ``Conv`` (validated)."""
     rank = kernel_ndim - 2
     if getattr(module, "feature_group_count", 1) != 1:
         raise ValueError(
@@ -140,7 +141,7 @@ def _dilated_input_patches(x: jax.Array, filter_shape: tuple[int, ...], cfg: dic
 def _layer_patches(layer: LayerIO, kernel: jax.Array) -> tuple[Callable[[jax.Array], jax.Array], int]:
     """``(patch_fn, P)``: ``patch_fn(x_chunk) -> (n, P, F)`` for this layer."""
     x = layer.inputs
-    if isinstance(layer.module, nn.Conv):
+    if isinstance(layer.module, nn.Conv | nnx.Conv):
         if x.ndim != kernel.ndim:
             raise ValueError(
                 f"layer {layer.path!r}: conv input of shape {x.shape} needs exactly one batch axis "
@@ -293,8 +294,16 @@ def _captured(
     apply_fn: Callable, params: PyTree, inputs: jax.Array, prunable: PyTree | None
 ) -> tuple[list[tuple[str, Any]], dict[str, LayerIO], list[bool]]:
     flags = jax.tree.leaves(resolve_prunable(params, prunable), is_leaf=is_none)
-    leaves = [(path_str(p), w) for p, w in jax.tree.leaves_with_path(params, is_leaf=is_none)]
+    leaves = leaves_with_paths(params)
     layers = capture_layers(apply_fn, params, inputs)
+    wanted = [k for (k, w), f in zip(leaves, flags, strict=True) if f and w is not None]
+    if wanted and not any(k in layers for k in wanted):
+        raise ValueError(
+            f"apply_fn ran no nn.Dense / nn.Conv / nnx.Linear / nnx.Conv layer on a prunable leaf of params "
+            f"(prunable: {wanted[:4]}; layers called: {list(layers)[:4]}): pass the params the model runs "
+            "on (linen: the 'params' collection; NNX: nnx.state(model, nnx.Param) with "
+            "apply_fn=lambda p, x: nnx.merge(graphdef, p, rest)(x), or the NNX model itself as apply_fn)"
+        )
     return leaves, layers, flags
 
 
@@ -365,7 +374,7 @@ def _check_sample(params: PyTree, inputs: Any) -> None:
 
 def _raise_on_nan(tree: PyTree, what: str) -> None:
     """Concrete results only: name the layers whose values are NaN."""
-    leaves = [(path_str(k), v) for k, v in jax.tree.leaves_with_path(tree, is_leaf=is_none) if v is not None]
+    leaves = [(k, v) for k, v in leaves_with_paths(tree) if v is not None]
     if not leaves or not all(is_concrete(v) for _, v in leaves):
         return
     flags = jax.device_get([jnp.any(jnp.isnan(v)) for _, v in leaves])
@@ -390,8 +399,12 @@ def sensitivity(
 
     Args:
       apply_fn: ``apply_fn(params, x)`` runs a linen model (e.g.
-        ``lambda p, x: model.apply({"params": p, "batch_stats": bs}, x, train=False)``).
-      params: the ``"params"`` collection the model runs on.
+        ``lambda p, x: model.apply({"params": p, "batch_stats": bs}, x, train=False)``)
+        or an NNX model (``lambda p, x: nnx.merge(graphdef, p, rest)(x)`` with
+        ``graphdef, p, rest = nnx.split(model, nnx.Param, ...)``; or the NNX
+        model itself); see :func:`jaxprune.capture.capture_layers`.
+      params: the ``"params"`` collection (linen) or the ``nnx.Param`` state
+        (NNX) the model runs on.
       inputs: the sample S, shape ``(|S|, ...)`` (see :func:`sample_size`).
       patch_reduce: ``"max"`` (Def. 1, default) or ``"mean"`` over patches.
       prunable: which leaves to score (default :func:`jaxprune.tree.prunable`).
@@ -399,10 +412,12 @@ def sensitivity(
 
     Returns:
       A pytree like ``params``: float32 sensitivities of each weight's shape on
-      prunable leaves that are the kernel of a ``nn.Dense`` / ``nn.Conv`` layer
-      the model calls, ``None`` on every other leaf.
+      prunable leaves that are the kernel of a ``nn.Dense`` / ``nn.Conv`` /
+      ``nnx.Linear`` / ``nnx.Conv`` layer the model calls, ``None`` on every
+      other leaf.
 
     Raises ``ValueError`` for an empty sample, NaN/inf ``inputs`` or ``params``,
+    a forward pass that calls no such layer on any prunable leaf,
     and a forward pass whose activations overflow (naming the layers). Under
     an outer ``jit`` these cannot be detected: the affected layers' sensitivities
     are NaN (never a plausible value), and :func:`jaxprune.sipp.prune` refuses them.
