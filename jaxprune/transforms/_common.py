@@ -20,6 +20,7 @@ from jaxprune.tree import (
     PyTree,
     check_same_structure,
     is_none,
+    leaves_with_paths,
     path_str,
 )
 
@@ -139,8 +140,17 @@ def _natural_key(path: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", path) if p)
 
 
-def default_prunable(params: PyTree) -> PyTree:
-    """DPF's prunable set (Section 5 of the paper): a pytree of Python bools.
+def paper_prunable(params: PyTree) -> PyTree:
+    """DPF's prunable set (Lin et al. 2020, Section 5): a pytree of Python bools,
+    the default ``prunable`` of the ``jaxprune.optax`` sparse-training
+    transformations (:func:`~jaxprune.optax.dpf` ...).
+
+    NOT :func:`jaxprune.prunable` (every kernel, ``ndim >= 2``), the default of
+    the measures, ``jp.masks`` and :func:`jaxprune.summarize`: on an MLP the
+    two differ by the last dense layer. To report the density of what a DPF
+    optimizer prunes, pass its mask or this set to summarize, e.g.
+    ``jp.summarize(w, prunable=jp.optax.get_mask(opt_state))``, which then
+    agrees with ``1 - jp.optax.dpf_diagnostics(opt_state)["sparsity"]``.
 
     If the params have conv kernels (array leaves with ``ndim == 4``, HWIO),
     exactly those (stem included); biases, normalization parameters and every
@@ -148,17 +158,26 @@ def default_prunable(params: PyTree) -> PyTree:
     the LAST one, where "last" is the kernel whose ``/``-joined path sorts last
     in natural order (digit runs compared as numbers, so ``Dense_10`` comes
     after ``Dense_9``; flax linen numbers auto-named layers in call order).
-    For other naming schemes pass ``prunable`` explicitly, e.g.
-    ``jp.prunable(params, exclude="head")``."""
-    flat = jax.tree.leaves_with_path(params, is_leaf=is_none)
+    For other naming schemes (NNX and equinox attribute names) pass
+    ``prunable`` explicitly, e.g. ``jp.prunable(params, exclude="head")``.
+
+    >>> mlp = {f"Dense_{i}": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)} for i in range(3)}
+    >>> [k for k, v in paper_prunable(mlp).items() if v["kernel"]]
+    ['Dense_0', 'Dense_1']
+    """
+    flat = leaves_with_paths(params)
     ndims = [getattr(w, "ndim", -1) if w is not None else -1 for _, w in flat]
     if any(n == 4 for n in ndims):
         chosen = [n == 4 for n in ndims]
     else:
         kernels = [i for i, n in enumerate(ndims) if n == 2]
-        last = max(kernels, key=lambda i: _natural_key(path_str(flat[i][0])), default=None)
+        last = max(kernels, key=lambda i: _natural_key(flat[i][0]), default=None)
         chosen = [i in kernels and i != last for i in range(len(flat))]
     return jax.tree.unflatten(jax.tree.structure(params, is_leaf=is_none), chosen)
+
+
+# The name used before ``paper_prunable``; kept while callers move over.
+default_prunable = paper_prunable
 
 
 Schedule = Callable[[Any], Any]
