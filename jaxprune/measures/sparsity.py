@@ -529,7 +529,16 @@ def lq_norm(x: jax.Array, q: float) -> jax.Array:
     for ``0 < q < 1``; ``q = inf``: ``max |x|``). Float32 scalar, exact to float32
     rounding for any finite input, subnormal entries and results included
     (``inf`` only if the norm exceeds the float32 range). ``q`` is static, in
-    ``[1e-30, inf]``. Under ``jit`` a NaN/inf entry gives NaN."""
+    ``[1e-30, inf]``. Under ``jit`` a NaN/inf entry gives NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> x = jnp.array([3.0, -4.0])
+    >>> [round(float(jp.measures.lq_norm(x, q)), 4) for q in (1.0, 2.0, float("inf"))]
+    [7.0, 5.0, 4.0]
+    >>> round(float(jp.measures.lq_norm(x, 0.5)), 4)   # (sqrt(3) + 2)^2
+    13.9282
+    """
     _validate.check_number("q", q, low=0.0, low_open=True)
     _check_exponent("q", q)
     if math.isinf(_exponent(q)):
@@ -567,7 +576,18 @@ def pq_index(
     ``I = 1 - (mean |w|^p)^(1/p) / max |w|``); ``p < 1e-30`` raises
     ``ValueError``. Exact to float32 rounding for any finite input
     (subnormals and values near the float32 max included; module docstring).
-    Under ``jit``, a pool with a NaN/inf unmasked entry gives NaN."""
+    Under ``jit``, a pool with a NaN/inf unmasked entry gives NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> round(float(jp.measures.pq_index(jnp.array([1.0, 0.0, 0.0, 0.0]))), 4)  # 1 - 4^(1 - 2)
+    0.75
+    >>> round(float(jp.measures.pq_index(jnp.ones(4))), 4)                      # all equal: least sparse
+    0.0
+    >>> params = {"kernel": jnp.array([[1.0, 1.0], [0.0, 1.0]]), "bias": jnp.zeros(2)}
+    >>> jp.measures.pq_index(params, scope="neuron")                            # one value per output unit
+    {'bias': None, 'kernel': Array([0.5, 0. ], dtype=float32)}
+    """
     _check_p_q(p, q)
     return _run(params, mask, prunable, scope, (float(p), float(q)), _pq_final)
 
@@ -613,7 +633,15 @@ def pqi_bound(
 
     ``-1`` (never a valid count) marks a pool with a NaN/inf unmasked entry
     and, for a traced ``eta_r`` (under ``jit``), an ``eta_r`` that is NaN or
-    negative; concrete inputs raise ``ValueError`` instead."""
+    negative; concrete inputs raise ``ValueError`` instead.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> int(jp.measures.pqi_bound(jnp.array([1.0, 0.0, 0.0, 0.0])))  # ceil(4 (1 - 0.75)): keep 1
+    1
+    >>> int(jp.measures.pqi_bound(jnp.ones(4)))                           # no sparsity: keep all 4
+    4
+    """
     _check_p_q(p, q)
     _validate.check_number("eta_r", eta_r, low=0.0)
     return _run(params, mask, prunable, scope, (float(p), float(q)), _bound_final, (eta_r,))
@@ -646,7 +674,16 @@ def sparsity_index(
     in ``[d^(1 - 1/q), 1]``; larger = sparser. An all-zero or empty pool
     counts as maximally sparse: 1. Default scope: per neuron. Exact to
     float32 rounding for any finite input; under ``jit`` a pool with a
-    NaN/inf unmasked entry gives NaN."""
+    NaN/inf unmasked entry gives NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> w = jnp.array([[1.0, 1.0], [0.0, 1.0]])      # a (in, out) kernel
+    >>> jp.measures.sparsity_index(w)                 # per output unit: ||w||_1 / ||w||_0.5
+    Array([1. , 0.5], dtype=float32)
+    >>> round(float(jp.measures.sparsity_index(jnp.ones(4), scope="global")), 4)   # d^(1 - 1/q)
+    0.25
+    """
     _check_si_q(q)
     return _run(params, mask, prunable, scope, (float(q), 1.0), _si_final)
 
@@ -673,7 +710,13 @@ def abp_retained(w: jax.Array, q: float = 0.5, eta: float = 0.0) -> jax.Array:
     vectors give 1, ``d == 0`` gives 0. Float32 guard as in :func:`pqi_bound`,
     same exactness as :func:`sparsity_index` (``1e-30 <= q < 1``). Under
     ``jit``, -1 marks a vector with a NaN/inf entry (and a NaN or negative
-    traced ``eta``)."""
+    traced ``eta``).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> jp.measures.abp_retained(jnp.array([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))  # one m per row
+    Array([1, 4], dtype=int32)
+    """
     _check_si_q(q)
     _validate.check_number("eta", eta, low=0.0)
     w = jnp.asarray(w)
@@ -703,8 +746,16 @@ def hoyer(
     """Hoyer sparsity ``(sqrt(d) - ||w||_1/||w||_2) / (sqrt(d) - 1)`` in [0, 1];
     0 for pools with ``d <= 1`` or all zeros. Exact to float32 rounding for
     any finite input; under ``jit`` a pool with a NaN/inf unmasked entry
-    gives NaN."""
-    return _run(params, mask, prunable, scope, (1.0, 2.0), _hoyer_final)
+    gives NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> round(float(jp.measures.hoyer(jnp.array([1.0, 0.0, 0.0, 0.0]))), 4)  # (2 - 1) / (2 - 1)
+    1.0
+    >>> round(float(jp.measures.hoyer(jnp.ones(4))), 4)                      # (2 - 4/2) / (2 - 1)
+    0.0
+    """
+    return _run(params, mask, prunable, scope, (1.0, 2.0), _hoyer_final, out_axis=out_axis)
 
 
 # ----------------------------------------------------------------------------- Gini
@@ -770,7 +821,15 @@ def gini(
     (a full sort is inherent to the Gini index). Exact to float32 rounding
     for any finite input (exact power-of-two rescaling of each pool, see
     :func:`_gini_sorted`); under ``jit`` a pool with a NaN/inf unmasked
-    entry gives NaN."""
-    pools = _scope.gather(params, mask, prunable, scope)
-    out = _gini(pools.values, pools.masks, scope=scope)
+    entry gives NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> round(float(jp.measures.gini(jnp.array([1.0, 0.0, 0.0, 0.0]))), 4)   # 1 - 1/d: the sparsest
+    0.75
+    >>> round(float(jp.measures.gini(jnp.ones(4))), 4)
+    0.0
+    """
+    pools = _scope.gather(params, mask, prunable, scope, out_axis=out_axis)
+    out = _gini(pools.values, pools.masks, scope=scope, out_axis=int(out_axis) if scope == "neuron" else -1)
     return out[0] if scope == "global" else _scope.scatter(pools, out)
