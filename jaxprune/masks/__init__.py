@@ -3,9 +3,14 @@ allocation (uniform / ERK) and sparsity schedules.
 
 >>> import jaxprune as jp
 >>> mask = jp.masks.topk(jp.masks.magnitude(params), 0.9)          # global, 10% kept
+>>> round(jp.summarize(mask)["prunable"]["density"], 4)
+0.1
 >>> mask = jp.masks.topk(jp.masks.filter_norm(params), 0.5, scope="filter", params=params)
 >>> per_leaf = jp.masks.allocate(params, 0.9, method="erk")
 >>> mask = jp.masks.topk(jp.masks.magnitude(params), per_leaf, scope="layer")
+>>> mask = jp.masks.topk(jp.masks.magnitude(params), None, scope="2:4")  # N:M: 2 of every 4 inputs
+>>> round(jp.summarize(mask)["prunable"]["density"], 4)
+0.5
 """
 
 from jaxprune.masks.allocation import allocate, erk_densities

@@ -40,6 +40,15 @@ def erk_densities(shapes: list[tuple[int, ...]], density: float, power_scale: fl
     Returns:
       One density in ``[0, 1]`` per leaf; the kept counts sum to
       ``density * sum(sizes)`` (up to float rounding).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> shapes = [(3, 3, 16, 32), (512, 10)]
+    >>> [round(d, 4) for d in jp.masks.erk_densities(shapes, 0.1)]    # kept fractions ~ sum(shape) / size
+    [0.0198, 0.1722]
+    >>> dens = jp.masks.erk_densities(shapes, 0.1)
+    >>> round(sum(d * s for d, s in zip(dens, [4608, 5120])) / (4608 + 5120), 4)   # the overall density
+    0.1
     """
     check_finite_number("density", density, low=0.0, high=1.0)
     check_finite_number("power_scale", power_scale, low=0.0)
@@ -102,6 +111,16 @@ def allocate(
 
     Returns:
       Pytree of Python floats (prunable leaves) / ``None`` (others).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"conv": {"kernel": jnp.ones((3, 3, 16, 32))}, "dense": {"kernel": jnp.ones((512, 10)),
+    ...           "bias": jnp.ones(10)}}
+    >>> jp.masks.allocate(params, 0.9)                       # uniform: the same sparsity everywhere
+    {'conv': {'kernel': 0.9}, 'dense': {'bias': None, 'kernel': 0.9}}
+    >>> erk = jp.masks.allocate(params, 0.9, method="erk")  # ERK: density ~ sum(shape) / size
+    >>> round(erk["conv"]["kernel"], 4), round(erk["dense"]["kernel"], 4)
+    (0.9802, 0.8278)
     """
     check_number("sparsity", sparsity, low=0.0, high=1.0)
     check_choice("method", method, ("uniform", "erk"))

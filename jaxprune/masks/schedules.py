@@ -67,7 +67,14 @@ def polynomial_schedule(
 
     so ``s_t = init_sparsity`` for ``t <= begin_step`` and ``final_sparsity``
     for ``t >= end_step``. Requires ``end_step > begin_step >= 0``, sparsities
-    in ``[0, 1]`` and ``power > 0``."""
+    in ``[0, 1]`` and ``power > 0``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> schedule = jp.masks.polynomial_schedule(0.9, 0, 100)
+    >>> [round(float(schedule(t)), 4) for t in (0, 50, 100, 200)]    # 0.9 (1 - (1 - t/100)^3)
+    [0.0, 0.7875, 0.9, 0.9]
+    """
     check_number("final_sparsity", final_sparsity, low=0.0, high=1.0)
     check_number("init_sparsity", init_sparsity, low=0.0, high=1.0)
     check_number("power", power, low=0.0, low_open=True)
@@ -87,7 +94,13 @@ def polynomial_schedule(
 
 
 def constant_schedule(sparsity: float) -> Schedule:
-    """The same sparsity at every step (``sparsity`` in ``[0, 1]``)."""
+    """The same sparsity at every step (``sparsity`` in ``[0, 1]``).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> round(float(jp.masks.constant_schedule(0.8)(1000)), 4)
+    0.8
+    """
     check_number("sparsity", sparsity, low=0.0, high=1.0)
     value = _as_float(sparsity)
 
@@ -101,7 +114,13 @@ def geometric_density(alpha: float, round: Any) -> Any:
     """Density ``alpha ** round`` after ``round`` rounds of iterative pruning
     (One Shot / SiPP pipelines: ``alpha`` in ``(0, 1]``, ``round >= 0``).
 
-    Python float for Python inputs, float32 jnp scalar for traced ``round``."""
+    Python float for Python inputs, float32 jnp scalar for traced ``round``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> round(jp.masks.geometric_density(0.8, 2), 4)    # 0.8^2 of the weights left after 2 rounds
+    0.64
+    """
     check_number("alpha", alpha, low=0.0, high=1.0, low_open=True)
     check_number("round", round, low=0.0)
     if isinstance(round, jax.core.Tracer):
@@ -110,7 +129,13 @@ def geometric_density(alpha: float, round: Any) -> Any:
 
 
 def geometric_schedule(alpha: float) -> Schedule:
-    """Per-round sparsity ``1 - alpha ** t`` (round ``t`` -> float32 scalar)."""
+    """Per-round sparsity ``1 - alpha ** t`` (round ``t`` -> float32 scalar).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> [round(float(jp.masks.geometric_schedule(0.8)(t)), 4) for t in (0, 1, 2)]   # 1 - 0.8^t
+    [0.0, 0.2, 0.36]
+    """
     check_number("alpha", alpha, low=0.0, high=1.0, low_open=True)
     a = _as_float(alpha)
 

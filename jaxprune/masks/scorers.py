@@ -17,13 +17,27 @@ from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view
 
 
 def magnitude(params: PyTree) -> PyTree:
-    """``|w|`` on every leaf (same shapes and dtypes)."""
+    """``|w|`` on every leaf (same shapes and dtypes).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> jp.masks.magnitude({"kernel": jnp.array([-2.0, 1.0]), "bias": None})
+    {'bias': None, 'kernel': Array([2., 1.], dtype=float32)}
+    """
     return jax.tree.map(lambda w: None if w is None else jnp.abs(w), params, is_leaf=is_none)
 
 
 def random(key: jax.Array, params: PyTree) -> PyTree:
     """Uniform ``[0, 1)`` float32 scores of each leaf's shape, one independent
-    stream per leaf (``jax.random.split(key, num_leaves)`` in leaf order)."""
+    stream per leaf (``jax.random.split(key, num_leaves)`` in leaf order).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import jax
+    >>> scores = jp.masks.random(jax.random.key(0), {"a": jnp.ones((2, 3)), "b": jnp.ones(4)})
+    >>> scores["a"].shape, scores["b"].shape, bool(jnp.all((scores["a"] >= 0) & (scores["a"] < 1)))
+    ((2, 3), (4,), True)
+    """
     leaves, treedef = jax.tree.flatten(params, is_leaf=is_none)
     keys = jax.random.split(key, max(len(leaves), 1))
     out = [
@@ -36,7 +50,15 @@ def random(key: jax.Array, params: PyTree) -> PyTree:
 def snip(params: PyTree, grads: PyTree) -> PyTree:
     """SNIP connection sensitivity ``|w * dL/dw|`` (Lee et al. 2019), leafwise.
 
-    ``grads`` must have the params' structure (e.g. ``jax.grad(loss)(params, batch)``)."""
+    ``grads`` must have the params' structure (e.g. ``jax.grad(loss)(params, batch)``).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.array([-2.0, 1.0])}
+    >>> grads = {"kernel": jnp.array([0.5, -3.0])}
+    >>> jp.masks.snip(params, grads)["kernel"].tolist()    # |w * g|
+    [1.0, 3.0]
+    """
     check_same_structure(params, grads, "params", "grads")
 
     def one(w: Any, g: Any) -> Any:

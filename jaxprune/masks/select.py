@@ -106,7 +106,14 @@ def score_keys(x: jax.Array, valid: jax.Array | None = None, *, largest: bool = 
 
     Only integer operations on the bit pattern: no float comparison, which
     XLA:CPU evaluates with subnormals flushed to zero (FTZ/DAZ), so e.g.
-    ``1e-40`` ranks above ``0`` and below ``2e-40``. ``-0.0`` ties with ``+0.0``."""
+    ``1e-40`` ranks above ``0`` and below ``2e-40``. ``-0.0`` ties with ``+0.0``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> keys = jp.masks.score_keys(jnp.array([1.0, -2.0, 0.5, jnp.nan]))
+    >>> jnp.argsort(keys).tolist()    # keys sort like the scores; NaN ranks lowest
+    [3, 1, 2, 0]
+    """
     f = jnp.asarray(x).astype(jnp.float32)
     bits = lax.bitcast_convert_type(f, jnp.uint32)
     bits = jnp.where(bits == _TOP_BIT, jnp.uint32(0), bits)  # -0.0 -> +0.0
