@@ -1,7 +1,10 @@
 """Scores -> masks: scorers, exact top-k selection by scope, per-leaf sparsity
 allocation (uniform / ERK) and sparsity schedules.
 
+>>> import jax, jax.numpy as jnp
 >>> import jaxprune as jp
+>>> params = {"conv": {"kernel": jax.random.normal(jax.random.key(0), (3, 3, 8, 16))},
+...           "dense": {"kernel": jax.random.normal(jax.random.key(1), (128, 16)), "bias": jnp.zeros(16)}}
 >>> mask = jp.masks.topk(jp.masks.magnitude(params), 0.9)          # global, 10% kept
 >>> round(jp.summarize(mask)["prunable"]["density"], 4)
 0.1
