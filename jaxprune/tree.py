@@ -23,7 +23,14 @@ Patterns = str | Iterable[str] | None
 
 
 def is_none(x: Any) -> bool:
-    """``is_leaf`` predicate that makes ``None`` mask leaves visible to tree maps."""
+    """``is_leaf`` predicate that makes ``None`` mask leaves visible to tree maps.
+
+    >>> import jax
+    >>> import jaxprune as jp
+    >>> mask = {"bias": None, "kernel": True}
+    >>> jax.tree.leaves(mask), jax.tree.leaves(mask, is_leaf=jp.tree.is_none)
+    ([True], [None, True])
+    """
     return x is None
 
 
@@ -81,14 +88,26 @@ def leaves_with_paths(tree: PyTree) -> list[tuple[str, Any]]:
 def map_with_paths(fn: Callable[[str, Any], Any], tree: PyTree) -> PyTree:
     """``fn(path, leaf)`` on every leaf (``None`` included) with the paths of
     :func:`leaves_with_paths`; the result has ``tree``'s structure (NNX
-    ``Variable`` wrappers kept)."""
+    ``Variable`` wrappers kept).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> jp.tree.map_with_paths(lambda path, w: path, {"Dense_0": {"kernel": jnp.ones(2)}, "scale": None})
+    {'Dense_0': {'kernel': 'Dense_0/kernel'}, 'scale': 'scale'}
+    """
     treedef = jax.tree.structure(tree, is_leaf=is_none)
     return jax.tree.unflatten(treedef, [fn(p, x) for p, x in leaves_with_paths(tree)])
 
 
 def leaf_paths(tree: PyTree) -> list[str]:
     """The ``/``-joined path of every leaf (``None`` counts as a leaf; see
-    :func:`leaves_with_paths`)."""
+    :func:`leaves_with_paths`).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> jp.tree.leaf_paths({"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": None}})
+    ['Dense_0/bias', 'Dense_0/kernel']
+    """
     return [p for p, _ in leaves_with_paths(tree)]
 
 
@@ -113,7 +132,15 @@ def check_same_structure(a: PyTree, b: PyTree, name_a: str = "params", name_b: s
     leaves count as leaves), naming the paths that differ. NNX ``Variable``
     wrappers do not count (:func:`unwrap_variables`): ``nnx.Param`` params match
     the plain or ``OptVariable``-wrapped mask an ``nnx.Optimizer`` state holds;
-    functions that take both combine them leaf by leaf in flattened order."""
+    functions that take both combine them leaf by leaf in flattened order.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> jp.tree.check_same_structure({"kernel": jnp.ones(2), "bias": jnp.ones(2)}, {"kernel": True})
+    Traceback (most recent call last):
+        ...
+    ValueError: mask does not match the structure of params; only in params: ['bias']
+    """
     structure = lambda t: jax.tree.structure(unwrap_variables(t), is_leaf=is_none)
     if structure(a) == structure(b):
         return
@@ -132,7 +159,15 @@ def check_same_structure(a: PyTree, b: PyTree, name_a: str = "params", name_b: s
 
 def check_mask_shapes(params: PyTree, mask: PyTree, name: str = "mask") -> None:
     """Raise ``ValueError`` unless ``mask`` has the structure of ``params`` and
-    every non-``None`` mask leaf has its param leaf's shape (naming the path)."""
+    every non-``None`` mask leaf has its param leaf's shape (naming the path).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> jp.tree.check_mask_shapes({"kernel": jnp.ones((3, 4))}, {"kernel": jnp.ones((4, 3), bool)})
+    Traceback (most recent call last):
+        ...
+    ValueError: mask leaf at kernel has shape (4, 3), expected the param shape (3, 4)
+    """
     check_same_structure(params, mask, "params", name)
     flat = leaves_with_paths(params)
     for (path, w), m in zip(flat, jax.tree.leaves(mask, is_leaf=is_none), strict=True):
@@ -162,7 +197,16 @@ def prunable(params: PyTree, include: Patterns = None, exclude: Patterns = None)
     of regexes, ``re.search`` on the ``/``-joined path) replaces that default:
     matching array leaves are prunable. ``exclude`` then removes matches.
 
-    >>> prunable(params, exclude="Dense_2")   # keep the last layer dense
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)},
+    ...           "Dense_1": {"kernel": jnp.ones((4, 2)), "bias": jnp.zeros(2)}}
+    >>> jp.prunable(params)                        # kernels only
+    {'Dense_0': {'bias': False, 'kernel': True}, 'Dense_1': {'bias': False, 'kernel': True}}
+    >>> jp.prunable(params, exclude="Dense_1")     # keep the last layer dense
+    {'Dense_0': {'bias': False, 'kernel': True}, 'Dense_1': {'bias': False, 'kernel': False}}
+    >>> jp.prunable(params, include="Dense_1/")    # only the last layer, its bias included
+    {'Dense_0': {'bias': False, 'kernel': False}, 'Dense_1': {'bias': True, 'kernel': True}}
     """
     inc, exc = _compile(include, "include"), _compile(exclude, "exclude")
 
@@ -179,7 +223,16 @@ def resolve_prunable(params: PyTree, prunable_tree: PyTree | None = None) -> PyT
     """Normalize a ``prunable`` argument to a pytree of Python bools.
 
     Accepts ``None`` (the default filter of :func:`prunable`), a pytree of
-    bools, or a mask (array or ``None`` leaves: non-``None`` means prunable)."""
+    bools, or a mask (array or ``None`` leaves: non-``None`` means prunable).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)}
+    >>> jp.tree.resolve_prunable(params)                                    # the default filter
+    {'bias': False, 'kernel': True}
+    >>> jp.tree.resolve_prunable(params, {"kernel": jnp.ones((3, 4), bool), "bias": None})   # from a mask
+    {'bias': False, 'kernel': True}
+    """
     if prunable_tree is None:
         return prunable(params)
     check_same_structure(params, prunable_tree, "params", "prunable")
@@ -197,7 +250,14 @@ def resolve_prunable(params: PyTree, prunable_tree: PyTree | None = None) -> PyT
 
 
 def full_mask(params: PyTree, prunable_tree: PyTree | None = None) -> PyTree:
-    """An all-kept mask: ``True`` arrays on prunable leaves, ``None`` elsewhere."""
+    """An all-kept mask: ``True`` arrays on prunable leaves, ``None`` elsewhere.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> mask = jp.tree.full_mask({"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)})
+    >>> mask["bias"], mask["kernel"].shape, bool(mask["kernel"].all())
+    (None, (3, 4), True)
+    """
     flags = resolve_prunable(params, prunable_tree)
     return jax.tree.map(
         lambda w, f: jnp.ones(jnp.shape(w), bool) if f else None, params, flags, is_leaf=is_none
@@ -208,7 +268,15 @@ def map_masked(fn: Callable[..., Any], mask: PyTree, *trees: PyTree) -> PyTree:
     """``fn(mask_leaf, *leaves)`` on every non-``None`` mask leaf; ``None`` elsewhere.
 
     The trees must have the mask's structure (checked; NNX ``Variable``
-    wrappers may differ), the result has it."""
+    wrappers may differ), the result has it.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.array([[1.0, -2.0], [3.0, 4.0]]), "bias": jnp.zeros(2)}
+    >>> mask = {"kernel": jnp.array([[True, False], [True, True]]), "bias": None}
+    >>> jp.tree.map_masked(lambda m, w: jnp.sum(jnp.where(m, w, 0.0)), mask, params)   # kept sum per leaf
+    {'bias': None, 'kernel': Array(8., dtype=float32)}
+    """
     for i, tree in enumerate(trees):
         check_same_structure(tree, mask, f"tree[{i}]", "mask")
     flat_mask, treedef = jax.tree.flatten(mask, is_leaf=is_none)
@@ -221,7 +289,16 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """``m * w`` leaf by leaf: pruned entries become exactly 0, ``None`` mask
     leaves (and ``None`` params) pass through unchanged. Jittable. The result
     has ``params``' structure: NNX ``nnx.Param`` params with the plain mask of
-    an optimizer state stay ``nnx.Param``."""
+    an optimizer state stay ``nnx.Param``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.array([[1.0, -2.0], [3.0, 4.0]]), "bias": jnp.ones(2)}
+    >>> mask = {"kernel": jnp.array([[True, False], [True, True]]), "bias": None}
+    >>> masked = jp.apply_mask(params, mask)        # None mask leaves pass through
+    >>> masked["kernel"].tolist(), masked["bias"].tolist()
+    ([[1.0, 0.0], [3.0, 4.0]], [1.0, 1.0])
+    """
     check_same_structure(params, mask)
 
     def one(w: Any, m: Any) -> Any:
@@ -238,7 +315,15 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
 
 def fresh_copy(tree: PyTree) -> PyTree:
     """New buffers for every array leaf (``None`` stays ``None``): what to hand a
-    step that donates its input while the caller keeps using the original."""
+    step that donates its input while the caller keeps using the original.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.ones(3), "bias": None}
+    >>> copy = jp.tree.fresh_copy(params)
+    >>> copy["kernel"] is params["kernel"], bool((copy["kernel"] == params["kernel"]).all()), copy["bias"]
+    (False, True, None)
+    """
     return jax.tree.map(jnp.copy, tree)
 
 
@@ -301,7 +386,17 @@ def summarize(params_or_mask: PyTree, prunable: PyTree | None = None) -> dict[st
     "prunable": {"size", "nonzero", "density"}, "all": {...}}``. For a mask,
     ``None`` leaves are skipped (their size is unknown); for params, the
     prunable set is ``prunable`` (default filter if ``None``). Host-side
-    (NumPy) report, not meant for ``jit``."""
+    (NumPy) report, not meant for ``jit``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.array([[1.0, 0.0], [0.0, 4.0]]), "bias": jnp.ones(2)}
+    >>> report = jp.summarize(params)
+    >>> report["prunable"]["density"], round(report["all"]["density"], 4)   # the kernel; all leaves
+    (0.5, 0.6667)
+    >>> report["leaves"]["kernel"]["nonzero"], report["leaves"]["kernel"]["shape"]
+    (2, (2, 2))
+    """
     tree = params_or_mask
     flags = None if prunable is None else resolve_prunable(tree, prunable)
     flat = leaves_with_paths(tree)
