@@ -1,16 +1,18 @@
 """jaxprune: neural-network pruning in JAX/Flax.
 
-The tree helpers are imported eagerly; the method modules load on first use
-(``jp.measures``, ``jp.masks``, ``jp.sap``, ``jp.abp``, ``jp.sipp``,
-``jp.optax``), so ``import jaxprune`` stays cheap.
+The tree helpers and :func:`prune` (one-shot pruning) are imported eagerly;
+the method modules load on first use (``jp.measures``, ``jp.masks``,
+``jp.sap``, ``jp.abp``, ``jp.sipp``, ``jp.optax``), so ``import jaxprune``
+stays cheap.
 """
 
 import importlib
 from typing import Any
 
+from jaxprune.prune import prune  # `jaxprune.prune` is this function (it shadows its module)
 from jaxprune.tree import apply_mask, prunable, summarize
 
-__all__ = ["abp", "apply_mask", "masks", "measures", "optax", "prunable", "sap", "sipp", "summarize"]
+__all__ = ["abp", "apply_mask", "masks", "measures", "optax", "prunable", "prune", "sap", "sipp", "summarize"]
 __version__ = "0.1.0"
 
 # Public namespace -> module implementing it (``jp.optax`` is ``jaxprune.transforms``).

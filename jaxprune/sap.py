@@ -3,7 +3,8 @@ stopping rule.
 
 One SAP round on the unmasked weights of each pool (``scope``: ``"global"`` =
 all prunable leaves as one pool, ``"layer"`` = each leaf, ``"neuron"`` = each
-output unit, the LAST axis of a leaf):
+output unit: each index of the axis ``out_axis`` of a leaf, by default the LAST
+axis (flax); ``out_axis=0`` for equinox/PyTorch ``(out, in, ...)`` layouts):
 
 1. the PQ Index ``I`` of the pool (:func:`jaxprune.measures.pq_index`);
 2. the PQI-bound on the weights to retain (Theorem 2,
@@ -36,7 +37,16 @@ import jax.numpy as jnp
 from jaxprune import _validate
 from jaxprune.masks.select import score_keys, select_columns, select_global
 from jaxprune.measures import _scope, pq_index, pqi_bound
-from jaxprune.tree import PyTree, check_same_structure, full_mask, is_none, neuron_view, resolve_prunable
+from jaxprune.tree import (
+    PyTree,
+    check_out_axis,
+    check_same_structure,
+    full_mask,
+    is_none,
+    neuron_unview,
+    neuron_view,
+    resolve_prunable,
+)
 
 SCOPES = ("global", "layer", "neuron")
 # beta * d and gamma * (d - r) are formed in float32: a product within this
@@ -85,7 +95,14 @@ def sap_counts(d: jax.Array, r: jax.Array, gamma: Any = 1.0, beta: Any = 0.9) ->
     ``min(floor(gamma (d - r)), floor(beta d))`` clipped to ``[0, d]``, which is
     exact for the default ``gamma = 1``. A negative ``r`` (the -1 that
     :func:`jaxprune.measures.pqi_bound` gives for a non-finite pool) and a
-    NaN product (traced NaN ``gamma``/``beta``) give 0: nothing is pruned."""
+    NaN product (traced NaN ``gamma``/``beta``) give 0: nothing is pruned.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> d, r = jnp.array([100, 100, 0]), jnp.array([40, 95, 0])   # unmasked weights, PQI-bound
+    >>> jp.sap.sap_counts(d, r).tolist()     # floor(d * min(1 - r/d, 0.9)): 60, 5; an empty pool prunes 0
+    [60, 5, 0]
+    """
     d = jnp.asarray(d, jnp.int32)
     r = jnp.asarray(r)
     df = d.astype(jnp.float32)
@@ -101,7 +118,14 @@ def _pools(tree: PyTree, flags: list[bool]) -> list[Any]:
     return [x for x, f in zip(leaves, flags, strict=True) if f]
 
 
-def _check_counts(name: str, counts: PyTree, scope: str, shapes: list[tuple[int, ...]], flags: list[bool]):
+def _check_counts(
+    name: str,
+    counts: PyTree,
+    scope: str,
+    shapes: list[tuple[int, ...]],
+    flags: list[bool],
+    out_axis: int = -1,
+):
     if scope == "global":
         if jnp.ndim(counts) != 0:
             raise ValueError(f"{name} must be a scalar for scope='global', got shape {jnp.shape(counts)}")
@@ -110,7 +134,7 @@ def _check_counts(name: str, counts: PyTree, scope: str, shapes: list[tuple[int,
     if len(per_pool) != len(shapes):
         raise ValueError(f"{name} must have one entry per prunable leaf ({len(shapes)}), got {len(per_pool)}")
     for k, shape in zip(per_pool, shapes, strict=True):
-        want = () if scope == "layer" else shape[-1:]
+        want = () if scope == "layer" else (shape[out_axis],)
         if k is None or tuple(jnp.shape(k)) != want:
             raise ValueError(
                 f"{name} leaves must have shape {want} for scope={scope!r} (leaf shape {shape}), "
@@ -119,9 +143,9 @@ def _check_counts(name: str, counts: PyTree, scope: str, shapes: list[tuple[int,
     return per_pool
 
 
-@functools.partial(jax.jit, static_argnames=("scope",))
+@functools.partial(jax.jit, static_argnames=("scope", "out_axis"))
 def prune_smallest(
-    params: PyTree, mask: PyTree, counts: PyTree, *, scope: str = "global"
+    params: PyTree, mask: PyTree, counts: PyTree, *, scope: str = "global", out_axis: int = -1
 ) -> PyTree:
     """Prune the ``counts`` smallest-magnitude UNMASKED weights of every pool.
 
@@ -135,9 +159,20 @@ def prune_smallest(
         ``(units,)`` vectors (``"neuron"``); may be traced. Counts beyond the
         unmasked size of a pool prune the whole pool.
       scope: ``"global"`` | ``"layer"`` | ``"neuron"``.
+      out_axis: the axis of output units of every prunable leaf (neuron
+        scope; default the last; ``0`` for equinox/PyTorch layouts).
 
     Returns the new mask (same structure; ``None`` leaves kept). Ties in
-    magnitude: the lower flat index survives. Jitted (``scope`` static), no sort."""
+    magnitude: the lower flat index survives. Jitted (``scope`` and
+    ``out_axis`` static), no sort.
+
+    >>> import jax.numpy as jnp
+    >>> w, m = {"k": jnp.array([[3., 1.], [2., 4.]])}, {"k": jnp.ones((2, 2), bool)}
+    >>> prune_smallest(w, m, {"k": jnp.array([1, 0])}, scope="neuron")["k"].astype(int).tolist()
+    [[1, 1], [0, 1]]
+    >>> prune_smallest(w, m, {"k": jnp.array([1, 0])}, scope="neuron", out_axis=0)["k"].astype(int).tolist()
+    [[1, 0], [1, 1]]
+    """
     _validate.check_choice("scope", scope, SCOPES)
     check_same_structure(params, mask)
     flags = jax.tree.leaves(resolve_prunable(params, mask), is_leaf=is_none)
@@ -146,7 +181,9 @@ def prune_smallest(
     for w, m in zip(weights, masks, strict=True):
         if tuple(jnp.shape(m)) != tuple(jnp.shape(w)):
             raise ValueError(f"mask leaf of shape {jnp.shape(m)} does not match param shape {jnp.shape(w)}")
-    per_pool = _check_counts("counts", counts, scope, shapes, flags)
+        if scope == "neuron":
+            check_out_axis(out_axis, tuple(jnp.shape(w)))
+    per_pool = _check_counts("counts", counts, scope, shapes, flags, out_axis)
     keys = [score_keys(jnp.abs(w), jnp.asarray(m, bool)) for w, m in zip(weights, masks, strict=True)]
     alive = [jnp.asarray(m, bool) for m in masks]
     if not keys:
@@ -159,24 +196,31 @@ def prune_smallest(
               zip(alive, per_pool, strict=True)]
         kept = select_columns([k.reshape(-1, 1) for k in keys], [k.reshape(1) for k in ks])
     else:
-        ks = [jnp.maximum(jnp.sum(neuron_view(a), axis=0, dtype=jnp.int32) - jnp.asarray(c, jnp.int32), 0)
-              for a, c in zip(alive, per_pool, strict=True)]
-        kept = select_columns([neuron_view(k) for k in keys], ks)
+        units = [jnp.sum(neuron_view(a, out_axis), axis=0, dtype=jnp.int32) for a in alive]
+        ks = [jnp.maximum(d - jnp.asarray(c, jnp.int32), 0) for d, c in zip(units, per_pool, strict=True)]
+        kept = select_columns([neuron_view(k, out_axis) for k in keys], ks)
+        kept = [neuron_unview(k, s, out_axis) for k, s in zip(kept, shapes, strict=True)]
     kept_iter = iter(k.reshape(s) for k, s in zip(kept, shapes, strict=True))
     leaves, treedef = jax.tree.flatten(mask, is_leaf=is_none)
     out = [next(kept_iter) if f else m for m, f in zip(leaves, flags, strict=True)]
     return jax.tree.unflatten(treedef, out)
 
 
-def unmasked_counts(mask: PyTree, scope: str = "global") -> PyTree:
+def unmasked_counts(mask: PyTree, scope: str = "global", out_axis: int = -1) -> PyTree:
     """``d`` per pool: the number of ``True`` entries of ``mask`` (int32; a scalar /
-    pytree of scalars / pytree of ``(units,)`` vectors for global / layer / neuron)."""
+    pytree of scalars / pytree of ``(units,)`` vectors for global / layer / neuron,
+    the units on axis ``out_axis``).
+
+    >>> import jax.numpy as jnp
+    >>> unmasked_counts({"k": jnp.array([[True, False], [True, True]])}, "neuron", out_axis=0)["k"].tolist()
+    [1, 2]
+    """
     _validate.check_choice("scope", scope, SCOPES)
     if scope == "global":
         return sum((jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(mask)), jnp.int32(0))
     if scope == "layer":
         return jax.tree.map(lambda m: jnp.sum(m, dtype=jnp.int32), mask)
-    return jax.tree.map(lambda m: jnp.sum(neuron_view(m), axis=0, dtype=jnp.int32), mask)
+    return jax.tree.map(lambda m: jnp.sum(neuron_view(m, out_axis), axis=0, dtype=jnp.int32), mask)
 
 
 def _all_finite(params: PyTree) -> jax.Array:
@@ -189,18 +233,18 @@ def _all_finite(params: PyTree) -> jax.Array:
     return ok
 
 
-@functools.partial(jax.jit, static_argnames=("p", "q", "scope"))
-def _prune_round(params, mask, eta_r, gamma, beta, *, p, q, scope):
+@functools.partial(jax.jit, static_argnames=("p", "q", "scope", "out_axis"))
+def _prune_round(params, mask, eta_r, gamma, beta, *, p, q, scope, out_axis):
     # pq_index and pqi_bound share their power sums: under this jit XLA computes them once.
-    pqi = pq_index(params, p, q, mask=mask, scope=scope)
-    r = pqi_bound(params, p, q, eta_r, mask=mask, scope=scope)
-    d = unmasked_counts(mask, scope)
+    pqi = pq_index(params, p, q, mask=mask, scope=scope, out_axis=out_axis)
+    r = pqi_bound(params, p, q, eta_r, mask=mask, scope=scope, out_axis=out_axis)
+    d = unmasked_counts(mask, scope, out_axis)
     # Under an outer jit the argument checks of prune_round cannot run: a round
     # on non-finite params or with out-of-range hyperparameters prunes nothing.
     eta_r, gamma, beta = (jnp.asarray(x, jnp.float32) for x in (eta_r, gamma, beta))
     valid = _all_finite(params) & (eta_r >= 0) & (gamma >= 0) & (beta >= 0) & (beta <= 1)
     c = jax.tree.map(lambda d_, r_: jnp.where(valid, sap_counts(d_, r_, gamma, beta), 0), d, r)
-    pruned = prune_smallest(params, mask, c, scope=scope)
+    pruned = prune_smallest(params, mask, c, scope=scope, out_axis=out_axis)
     new_mask = jax.tree.map(lambda n, m: jnp.where(valid, n, m), pruned, mask)
     return new_mask, SapRecord(pqi=pqi, r=r, c=c, d=d, valid=valid)
 
@@ -216,6 +260,7 @@ def prune_round(
     beta: float = 0.9,
     scope: str = "global",
     prunable: PyTree | None = None,
+    out_axis: int = -1,
 ) -> tuple[PyTree, SapRecord]:
     """One SAP pruning round: PQ Index -> PQI-bound ``r`` -> count ``c`` -> prune.
 
@@ -233,6 +278,9 @@ def prune_round(
       scope: ``"global"`` (one pool) | ``"layer"`` (per leaf) | ``"neuron"``
         (per output unit = last axis).
       prunable: used only when ``mask`` is ``None`` (default filter: kernels).
+      out_axis: the axis of output units of every prunable leaf, for
+        ``scope="neuron"`` (Python int; default ``-1``, the last, as in flax;
+        ``0`` for equinox/PyTorch ``(out, in, ...)`` layouts).
 
     Returns:
       ``(new_mask, record)``: the mask with ``c`` more entries pruned per
@@ -245,6 +293,15 @@ def prune_round(
     ``jit`` (traced params or hyperparameters) these cannot raise: the round
     then prunes nothing and says so with ``record.valid == False`` (see
     :class:`SapRecord`).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> w = jnp.array([[4.0, 3.0], [2.0, 1.0], [0.5, 0.25], [0.1, 0.05]])
+    >>> mask, record = jp.sap.prune_round({"kernel": w, "bias": jnp.zeros(2)}, None)
+    >>> int(record.d), int(record.r), int(record.c)     # 8 weights, PQI-bound r, c = d - r pruned
+    (8, 6, 2)
+    >>> mask["kernel"].astype(int).tolist(), mask["bias"]
+    ([[1, 1], [1, 1], [1, 1], [0, 0]], None)
     """
     _validate.check_p_q(p, q)
     _validate.check_number("eta_r", eta_r, low=0.0)
@@ -256,7 +313,12 @@ def prune_round(
     else:
         check_same_structure(params, mask)
     _scope.check_all_finite("params", params)
-    return _prune_round(params, mask, eta_r, gamma, beta, p=float(p), q=float(q), scope=scope)
+    if isinstance(out_axis, bool) or not isinstance(out_axis, int):
+        raise TypeError(f"out_axis must be a Python int (the axis of output units), got {out_axis!r}")
+    return _prune_round(
+        params, mask, eta_r, gamma, beta, p=float(p), q=float(q), scope=scope,
+        out_axis=int(out_axis) if scope == "neuron" else -1,
+    )
 
 
 @dataclass(frozen=True)
@@ -284,7 +346,18 @@ class StopRule:
 
         ``pqi``: the PQ Index of each round so far (host floats, oldest
         first); ``ratios``: the fraction of remaining weights each round
-        pruned."""
+        pruned.
+
+        >>> import jax.numpy as jnp
+        >>> import jaxprune as jp
+        >>> rule = jp.sap.StopRule(rise_rounds=2, min_ratio=0.01)
+        >>> rule.check([0.30, 0.28, 0.29], [0.2, 0.2, 0.2]) is None    # one rise only
+        True
+        >>> rule.check([0.30, 0.28, 0.29, 0.31], [0.2, 0.2, 0.2, 0.2])
+        'PQ Index rose 2 rounds in a row (0.28 -> 0.31)'
+        >>> rule.check([0.30, 0.28], [0.2, 0.005])
+        'pruning ratio 0.005 < min_ratio=0.01'
+        """
         k = int(self.rise_rounds)
         if k and len(pqi) > k and all(pqi[-i] > pqi[-i - 1] for i in range(1, k + 1)):
             return f"PQ Index rose {k} rounds in a row ({pqi[-k - 1]:.4g} -> {pqi[-1]:.4g})"

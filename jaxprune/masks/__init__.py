@@ -24,11 +24,12 @@ from jaxprune.masks.schedules import (
     polynomial_schedule,
 )
 from jaxprune.masks.scorers import filter_norm, magnitude, random, snip
-from jaxprune.masks.select import SCOPES, score_keys, topk
+from jaxprune.masks.select import SCOPES, check_scope, score_keys, topk
 
 __all__ = [
     "SCOPES",
     "allocate",
+    "check_scope",
     "constant_schedule",
     "erk_densities",
     "filter_norm",

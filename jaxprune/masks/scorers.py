@@ -1,7 +1,7 @@
 """Scorers: pytrees of importance scores with the params' structure.
 
 A score leaf has the param leaf's shape (one score per weight) except for
-:func:`filter_norm`, which returns one score per output unit (the LAST axis).
+:func:`filter_norm`, which returns one score per output unit (the LAST axis, or ``out_axis``).
 ``None`` leaves pass through as ``None``. Larger score = more important; the
 selection in :mod:`jaxprune.masks.select` keeps the largest scores.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view
+from jaxprune.tree import PyTree, check_out_axis, check_same_structure, is_none, neuron_view, path_str
 
 
 def magnitude(params: PyTree) -> PyTree:
@@ -71,18 +71,29 @@ def snip(params: PyTree, grads: PyTree) -> PyTree:
     return jax.tree.map(one, params, grads, is_leaf=is_none)
 
 
-def filter_norm(params: PyTree) -> PyTree:
-    """The l2 norm of each output unit: a leaf of shape ``(..., out)`` gives a
-    float32 vector of shape ``(out,)`` (``||w[..., i]||_2``, accumulated in
-    float32). Scalar (0-d) leaves have no output axis and give ``None``.
+def filter_norm(params: PyTree, *, out_axis: int = -1) -> PyTree:
+    """The l2 norm of each output unit: a leaf with ``out`` units on axis
+    ``out_axis`` (default the last, flax ``(..., out)``; ``0`` for
+    equinox/PyTorch ``(out, in, ...)``) gives a float32 vector of shape
+    ``(out,)`` (the norm over all other axes, accumulated in float32). Scalar
+    (0-d) leaves have no output axis and give ``None``; a leaf without the
+    axis ``out_axis`` is a ``ValueError`` naming it.
 
-    Use with ``topk(scores, s, scope="filter", params=params)`` to keep or drop
-    whole filters (DPF's structured variant)."""
+    Use with ``topk(scores, s, scope="filter", params=params, out_axis=...)``
+    (same ``out_axis``) to keep or drop whole filters (DPF's structured variant).
 
-    def one(w: Any) -> Any:
+    >>> import jax.numpy as jnp
+    >>> filter_norm({"k": jnp.array([[3., 0.], [4., 1.]])})["k"].tolist()
+    [5.0, 1.0]
+    >>> filter_norm({"k": jnp.array([[3., 4.], [0., 1.]])}, out_axis=0)["k"].tolist()
+    [5.0, 1.0]
+    """
+
+    def one(path: tuple, w: Any) -> Any:
         if w is None or jnp.ndim(w) == 0:
             return None
-        v = neuron_view(jnp.asarray(w)).astype(jnp.float32)
+        check_out_axis(out_axis, tuple(jnp.shape(w)), path_str(path) or "<root>")
+        v = neuron_view(jnp.asarray(w), out_axis).astype(jnp.float32)
         return jnp.sqrt(jnp.sum(v * v, axis=0))
 
-    return jax.tree.map(one, params, is_leaf=is_none)
+    return jax.tree.map_with_path(one, params, is_leaf=is_none)

@@ -361,10 +361,15 @@ def _nm_unview(cols: jax.Array, shape: tuple[int, ...], axis: int, m: int) -> ja
     return jnp.moveaxis(groups.reshape(moved), 0, axis)
 
 
-def _nm_kept(sparsity: Any, n: int, m: int) -> jax.Array:
-    """Entries kept per N:M group: ``n``. ``sparsity`` must be ``None`` or
-    ``1 - n/m`` (to ``1e-6``): ``ValueError`` if concrete; a traced value that
-    differs keeps all ``m`` (prunes nothing, as for any bad traced sparsity)."""
+def check_nm_sparsity(sparsity: Any, n: int, m: int) -> jax.Array:
+    """Entries kept per group for the scope ``"n:m"``: ``n``. ``sparsity`` must be
+    ``None`` or ``1 - n/m`` (to ``1e-6``): ``ValueError`` if concrete; a traced
+    value that differs keeps all ``m`` (prunes nothing, as for any bad traced
+    sparsity).
+
+    >>> int(check_nm_sparsity(None, 2, 4)), int(check_nm_sparsity(0.5, 2, 4))
+    (2, 2)
+    """
     target = 1.0 - n / m
     if sparsity is None:
         return jnp.int32(n)
@@ -463,7 +468,7 @@ def topk(
     mask_list = [None] * len(flat) if mask is None else treedef.flatten_up_to(mask)
     src_list = [None] * len(flat) if shapes_src is None else treedef.flatten_up_to(shapes_src)
     if nm is not None:
-        k_nm = _nm_kept(sparsity, *nm)
+        k_nm = check_nm_sparsity(sparsity, *nm)
         sparsity_list = [sparsity] * len(flat)
     elif scope == "layer" and not _is_scalar(sparsity):
         check_same_structure(scores, sparsity, "scores", "sparsity")

@@ -5,8 +5,10 @@ A measure pools the entries of the prunable leaves in one of three ways:
 - ``"global"``: all prunable leaves as one vector -> one scalar;
 - ``"layer"``: each prunable leaf is a pool -> a pytree of scalars (``None``
   for non-prunable leaves);
-- ``"neuron"``: each output unit (LAST axis, see :func:`jaxprune.tree.neuron_view`)
-  of each prunable leaf is a pool -> a pytree of vectors of length ``units``.
+- ``"neuron"``: each output unit (axis ``out_axis``, default the LAST axis;
+  ``0`` for equinox/PyTorch ``(out, in, ...)`` layouts; see
+  :func:`jaxprune.tree.neuron_view`) of each prunable leaf is a pool -> a
+  pytree of vectors of length ``units``.
 
 :func:`gather` validates the arguments and returns the prunable leaves with
 their masks, :func:`pool_view` lays one out as pools (reduction always over
@@ -23,7 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import _validate
-from jaxprune.tree import PyTree, check_same_structure, is_none, neuron_view, path_str, resolve_prunable
+from jaxprune.tree import (
+    PyTree,
+    check_out_axis,
+    check_same_structure,
+    is_none,
+    neuron_view,
+    path_str,
+    resolve_prunable,
+)
 
 SCOPES = ("global", "layer", "neuron")
 
@@ -60,6 +70,7 @@ def gather(
     *,
     name: str = "params",
     check_finite: bool = True,
+    out_axis: int = -1,
 ) -> Pools:
     """Validate ``(params, mask, prunable, scope)`` and lay the prunable leaves out as pools.
 
@@ -71,9 +82,12 @@ def gather(
     - A prunable leaf whose mask leaf is ``None`` counts all its entries.
 
     Raises ``ValueError`` for an unknown scope, mismatched mask/prunable
-    trees, mask leaves of the wrong shape, and (on concrete inputs only)
-    NaN/inf in the prunable leaves."""
+    trees, mask leaves of the wrong shape, an ``out_axis`` that a prunable
+    leaf lacks (neuron scope; ``TypeError`` if not an int), and (on concrete
+    inputs only) NaN/inf in the prunable leaves."""
     _validate.check_choice("scope", scope, SCOPES)
+    if isinstance(out_axis, bool) or not isinstance(out_axis, int | np.integer):
+        raise TypeError(f"out_axis must be a Python int (the axis of output units), got {out_axis!r}")
     if is_array(params):
         if mask is not None and not (is_array(mask) or isinstance(mask, bool)):
             raise ValueError(f"mask must be an array or None for an array params, got {type(mask).__name__}")
@@ -99,6 +113,8 @@ def gather(
             raise ValueError(
                 f"mask leaf {where} has shape {tuple(jnp.shape(m))}, expected {tuple(jnp.shape(leaf))}"
             )
+        if scope == "neuron" and jnp.ndim(leaf):
+            check_out_axis(out_axis, tuple(jnp.shape(leaf)), where)
         named[where] = leaf
         values.append(jnp.asarray(leaf))
         masks.append(None if m is None else jnp.asarray(m))
@@ -120,16 +136,19 @@ def check_all_finite(name: str, tree: PyTree) -> None:
     _validate.check_finite(name, jax.tree.map(host, tree))
 
 
-def pool_view(x: jax.Array, m: jax.Array | None, scope: str) -> tuple[jax.Array, jax.Array | None]:
+def pool_view(
+    x: jax.Array, m: jax.Array | None, scope: str, out_axis: int = -1
+) -> tuple[jax.Array, jax.Array | None]:
     """``x`` in float32 and its bool mask in pool layout: ``(n,)`` for layer /
-    global, ``(fan_in, units)`` for neuron (reduce over axis 0). Call it
-    inside ``jit`` so that the cast and reshape fuse into the reduction."""
+    global, ``(fan_in, units)`` for neuron (units on axis ``out_axis`` of
+    ``x``; reduce over axis 0). Call it inside ``jit`` so that the cast and
+    reshape fuse into the reduction."""
     a = x.astype(jnp.float32)
     if scope != "neuron":
-        a = a.reshape(-1)
-    else:
-        a = neuron_view(a) if a.ndim else a.reshape(1, 1)
-    return a, None if m is None else m.astype(bool).reshape(a.shape)
+        return a.reshape(-1), None if m is None else m.astype(bool).reshape(-1)
+    if not a.ndim:
+        return a.reshape(1, 1), None if m is None else m.astype(bool).reshape(1, 1)
+    return neuron_view(a, out_axis), None if m is None else neuron_view(m.astype(bool), out_axis)
 
 
 def scatter(pools: Pools, per_leaf: list[Any]) -> PyTree:

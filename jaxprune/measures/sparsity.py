@@ -1,14 +1,16 @@
 """Sparsity measures of weight pools: lq norm, PQ Index, PQI-bound, sparsity
 index (ABP), Gini index and Hoyer measure.
 
-All pytree measures take ``(params, *, mask, scope, prunable)`` with the scope
-semantics of :mod:`jaxprune.measures._scope`: ``"global"`` -> scalar,
+All pytree measures take ``(params, *, mask, scope, prunable, out_axis)`` with
+the scope semantics of :mod:`jaxprune.measures._scope`: ``"global"`` -> scalar,
 ``"layer"`` -> pytree of scalars (``None`` on non-prunable leaves),
-``"neuron"`` -> pytree of ``(units,)`` vectors. A plain array ``params`` is one
-prunable leaf whatever its ``ndim``. Masked-out entries are excluded from the
-pool (``d`` counts unmasked entries). Inputs of any float dtype (bf16, float16)
-are computed in float32. Everything is jittable; argument checks run at trace
-time.
+``"neuron"`` -> pytree of ``(units,)`` vectors, the units on axis ``out_axis``
+of each leaf (default ``-1``, the last axis as in flax; ``0`` for equinox /
+PyTorch ``(out, in, ...)`` layouts; no effect on the other scopes). A plain
+array ``params`` is one prunable leaf whatever its ``ndim``. Masked-out
+entries are excluded from the pool (``d`` counts unmasked entries). Inputs of
+any float dtype (bf16, float16) are computed in float32. Everything is
+jittable; argument checks run at trace time.
 
 Non-finite inputs: on concrete (non-traced) inputs a NaN/inf in a prunable
 leaf raises ``ValueError``. Under ``jit`` that is impossible, so a pool with a
@@ -466,22 +468,28 @@ def _where_valid(pool: _Pool, value: jax.Array, empty: float, invalid: float = m
     return jnp.where(pool.finite, jnp.where(pool.nonzero, value, empty), invalid)
 
 
-@functools.partial(jax.jit, static_argnames=("exponents", "scope", "finalize"))
-def _pooled(values, masks, extra, *, exponents, scope, finalize):
+@functools.partial(jax.jit, static_argnames=("exponents", "scope", "finalize", "out_axis"))
+def _pooled(values, masks, extra, *, exponents, scope, finalize, out_axis=-1):
     """Power means per pool, then ``finalize(pool, exponents, *extra)`` per pool."""
     combine = scope == "global"
     if combine and not values:
         values, masks = [jnp.zeros((0,), jnp.float32)], [None]
-    view = functools.partial(_scope.pool_view, scope=scope)
+    view = functools.partial(_scope.pool_view, scope=scope, out_axis=out_axis)
     pools = _log_means(values, masks, view, exponents, 0, combine)
     return [finalize(pool, exponents, *extra) for pool in pools]
 
 
-def _run(params, mask, prunable, scope, exponents, finalize, extra=(), name="params") -> PyTree:
-    pools = _scope.gather(params, mask, prunable, scope, name=name)
+def _run(params, mask, prunable, scope, exponents, finalize, extra=(), name="params", out_axis=-1) -> PyTree:
+    pools = _scope.gather(params, mask, prunable, scope, name=name, out_axis=out_axis)
     exponents = tuple(_exponent(e) for e in exponents)
     out = _pooled(
-        pools.values, pools.masks, tuple(extra), exponents=exponents, scope=scope, finalize=finalize
+        pools.values,
+        pools.masks,
+        tuple(extra),
+        exponents=exponents,
+        scope=scope,
+        finalize=finalize,
+        out_axis=int(out_axis) if scope == "neuron" else -1,
     )
     return out[0] if scope == "global" else _scope.scatter(pools, out)
 
@@ -564,6 +572,7 @@ def pq_index(
     mask: PyTree | None = None,
     scope: str = "global",
     prunable: PyTree | None = None,
+    out_axis: int = -1,
 ) -> PyTree:
     """PQ Index ``I = 1 - d^(1/q - 1/p) ||w||_p / ||w||_q`` for ``0 < p < q``
     (Diao et al. 2023), in ``[0, 1 - d^(1/q - 1/p)]``; larger = sparser.
@@ -589,7 +598,7 @@ def pq_index(
     {'bias': None, 'kernel': Array([0.5, 0. ], dtype=float32)}
     """
     _check_p_q(p, q)
-    return _run(params, mask, prunable, scope, (float(p), float(q)), _pq_final)
+    return _run(params, mask, prunable, scope, (float(p), float(q)), _pq_final, out_axis=out_axis)
 
 
 def _bound_coefs(p: float, q: float) -> tuple[Fraction, Fraction]:
@@ -621,6 +630,7 @@ def pqi_bound(
     mask: PyTree | None = None,
     scope: str = "global",
     prunable: PyTree | None = None,
+    out_axis: int = -1,
 ) -> PyTree:
     """PQI-bound (Theorem 2) on the number of weights to retain per pool:
     ``r = ceil(d (1 + eta_r)^(-q/(q-p)) (1 - I)^(qp/(q-p)))``, clipped to
@@ -644,7 +654,9 @@ def pqi_bound(
     """
     _check_p_q(p, q)
     _validate.check_number("eta_r", eta_r, low=0.0)
-    return _run(params, mask, prunable, scope, (float(p), float(q)), _bound_final, (eta_r,))
+    return _run(
+        params, mask, prunable, scope, (float(p), float(q)), _bound_final, (eta_r,), out_axis=out_axis
+    )
 
 
 # ----------------------------------------------------------------------------- SI and ABP
@@ -669,6 +681,7 @@ def sparsity_index(
     mask: PyTree | None = None,
     scope: str = "neuron",
     prunable: PyTree | None = None,
+    out_axis: int = -1,
 ) -> PyTree:
     """Sparsity index ``SI_q = ||w||_1 / ||w||_q`` for ``1e-30 <= q < 1`` (Yang et al.),
     in ``[d^(1 - 1/q), 1]``; larger = sparser. An all-zero or empty pool
@@ -685,7 +698,7 @@ def sparsity_index(
     0.25
     """
     _check_si_q(q)
-    return _run(params, mask, prunable, scope, (float(q), 1.0), _si_final)
+    return _run(params, mask, prunable, scope, (float(q), 1.0), _si_final, out_axis=out_axis)
 
 
 @functools.partial(jax.jit, static_argnames=("q",))
@@ -742,6 +755,7 @@ def hoyer(
     mask: PyTree | None = None,
     scope: str = "global",
     prunable: PyTree | None = None,
+    out_axis: int = -1,
 ) -> PyTree:
     """Hoyer sparsity ``(sqrt(d) - ||w||_1/||w||_2) / (sqrt(d) - 1)`` in [0, 1];
     0 for pools with ``d <= 1`` or all zeros. Exact to float32 rounding for
@@ -793,9 +807,9 @@ def _gini_sorted(x: jax.Array, m: jax.Array | None) -> jax.Array:
     return jnp.where(top < _INF_BITS, jnp.where(top > 0, value, 0.0), jnp.nan)
 
 
-@functools.partial(jax.jit, static_argnames=("scope",))
-def _gini(values, masks, *, scope):
-    pairs = [_scope.pool_view(x, m, scope) for x, m in zip(values, masks, strict=True)]
+@functools.partial(jax.jit, static_argnames=("scope", "out_axis"))
+def _gini(values, masks, *, scope, out_axis=-1):
+    pairs = [_scope.pool_view(x, m, scope, out_axis) for x, m in zip(values, masks, strict=True)]
     values, masks = [a for a, _ in pairs], [m for _, m in pairs]
     if scope != "global":
         return [_gini_sorted(a, m) for a, m in zip(values, masks, strict=True)]
@@ -815,6 +829,7 @@ def gini(
     mask: PyTree | None = None,
     scope: str = "global",
     prunable: PyTree | None = None,
+    out_axis: int = -1,
 ) -> PyTree:
     """Gini index of ``|w|`` (Hurley & Rickard 2009) in ``[0, 1 - 1/d]``;
     larger = sparser; 0 for empty or all-zero pools. Sorts each pool
