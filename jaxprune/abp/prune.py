@@ -81,7 +81,14 @@ class PruneReport:
 
 def keep_largest(w: jax.Array, count: jax.Array) -> jax.Array:
     """Per column of ``w`` (d, o), True at the ``count[j]`` largest ``|w[:, j]|``
-    (exact count; ties broken by lower index). ``count``: (o,) ints."""
+    (exact count; ties broken by lower index). ``count``: (o,) ints.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> w = jnp.array([[3.0, -1.0], [-2.0, 5.0], [1.0, 0.0]])     # (d, o): one column per neuron
+    >>> jp.abp.keep_largest(w, jnp.array([1, 2])).astype(int).tolist()
+    [[1, 1], [0, 1], [0, 0]]
+    """
     order = jnp.argsort(-jnp.abs(w), axis=0, stable=True)  # one sort per column: counts vary per column
     ranks = jnp.zeros_like(order).at[order, jnp.arange(w.shape[1])[None, :]].set(
         jnp.arange(w.shape[0])[:, None]
@@ -158,6 +165,20 @@ def prune(
     Returns:
       ``(new_params, mask, report)``: refitted kernels and biases; mask with
       bool leaves on pruned kernels and ``None`` elsewhere; a :class:`PruneReport`.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import flax.linen as nn, jax
+    >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+    >>> x = jax.random.normal(jax.random.key(0), (64, 5))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> f = lambda p, x: model.apply({"params": p}, x)
+    >>> new_params, mask, report = jp.abp.prune(f, params, x, method="mag", p=0.5)   # floor(d/2) per neuron
+    >>> {path: layer.kept.tolist() for path, layer in report.layers.items()}
+    {'layers_0/kernel': [3, 3, 3, 3, 3, 3, 3, 3], 'layers_2/kernel': [4, 4]}
+    >>> new_params, mask, report = jp.abp.prune(f, params, x, method="M")   # ABP-M: m from the sparsity index
+    >>> 0.0 < report.pruning_ratio < 1.0, mask["layers_0"]["bias"]      # biases are refit, never pruned
+    (True, None)
     """
     check_choice("method", method, METHODS)
     check_number("q", q, low=0.0, high=1.0, low_open=True, high_open=True)
@@ -228,7 +249,18 @@ def layer_stats(
     """Gram statistics of every prunable dense layer of the ORIGINAL network on
     ``inputs`` (N, ...): X = what the layer receives, y = its pre-activation.
     Keyed by kernel path; pass them to :func:`prune` as ``stats=``. Non-finite
-    ``params``/``inputs`` or overflowing activations raise ``ValueError``."""
+    ``params``/``inputs`` or overflowing activations raise ``ValueError``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import flax.linen as nn, jax
+    >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+    >>> x = jax.random.normal(jax.random.key(0), (64, 5))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> stats = jp.abp.layer_stats(lambda p, x: model.apply({"params": p}, x), params, x)
+    >>> {path: s.sxy.shape for path, s in stats.items()}     # (inputs, neurons) per dense layer
+    {'layers_0/kernel': (5, 8), 'layers_2/kernel': (8, 2)}
+    """
     check_array_range("params", params)
     modules = _dense_layers(apply_fn, params, _check_inputs(inputs, batch_size))
     targets = _target_layers(modules, params, prunable)

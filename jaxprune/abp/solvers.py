@@ -48,7 +48,17 @@ class GramStats(NamedTuple):
 def batch_stats(x: jax.Array, y: jax.Array, weight: jax.Array | None = None) -> GramStats:
     """Statistics of one batch: ``x`` (B, d), ``y`` (B, o), optional per-row
     ``weight`` (B,) (0 for padding rows). Two-pass (centered) within the batch;
-    accumulates in float32 at least."""
+    accumulates in float32 at least.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import jax
+    >>> x = jax.random.normal(jax.random.key(0), (64, 3))
+    >>> y = x @ jnp.array([[2.0], [0.0], [-1.0]]) + 0.5            # one neuron: y = 2 x0 - x2 + 0.5
+    >>> stats = jp.abp.batch_stats(x, y)
+    >>> float(stats.count), stats.sxx.shape, stats.sxy.shape
+    (64.0, (3, 3), (3, 1))
+    """
     dtype = jnp.promote_types(jnp.result_type(x, y), jnp.float32)
     x, y = x.astype(dtype), y.astype(dtype)
     w = jnp.ones(x.shape[0], dtype) if weight is None else weight.astype(dtype)
@@ -70,7 +80,18 @@ def batch_stats(x: jax.Array, y: jax.Array, weight: jax.Array | None = None) -> 
 
 @jax.jit
 def merge_stats(a: GramStats, b: GramStats) -> GramStats:
-    """Statistics of the union of two sample sets (pairwise update)."""
+    """Statistics of the union of two sample sets (pairwise update).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import jax
+    >>> x = jax.random.normal(jax.random.key(0), (64, 3))
+    >>> y = x @ jnp.array([[2.0], [0.0], [-1.0]]) + 0.5            # one neuron: y = 2 x0 - x2 + 0.5
+    >>> whole = jp.abp.batch_stats(x, y)
+    >>> merged = jp.abp.merge_stats(jp.abp.batch_stats(x[:20], y[:20]), jp.abp.batch_stats(x[20:], y[20:]))
+    >>> float(merged.count), all(bool(jnp.allclose(a, b, atol=1e-4)) for a, b in zip(merged, whole))
+    (64.0, True)
+    """
     n = a.count + b.count
     safe_n = jnp.maximum(n, jnp.finfo(a.sxx.dtype).tiny)
     frac_b = b.count / safe_n
@@ -180,6 +201,16 @@ def masked_lstsq(
     Returns:
       (w (d, o), b (o,)). Concrete NaN/inf ``stats`` or a negative / non-finite
       ``ridge`` raise ``ValueError``; traced ones (under ``jit``) give NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import jax
+    >>> x = jax.random.normal(jax.random.key(0), (64, 3))
+    >>> y = x @ jnp.array([[2.0], [0.0], [-1.0]]) + 0.5            # one neuron: y = 2 x0 - x2 + 0.5
+    >>> support = jnp.array([[True], [False], [True]])     # the inputs the neuron keeps
+    >>> w, b = jp.abp.masked_lstsq(jp.abp.batch_stats(x, y), support)
+    >>> w.round(3).ravel().tolist(), round(float(b[0]), 3)
+    ([2.0, 0.0, -1.0], 0.5)
     """
     _check_fit_args(stats, support=support, w0=w0)
     _validate.check_finite_number("ridge", ridge, low=0.0)
@@ -289,6 +320,15 @@ def lasso_fista(
       (w (d, o), b (o,), :class:`LassoInfo`). Concrete NaN/inf ``stats``, a
       negative / non-finite ``lam`` or ``tol``, or ``max_iter`` < 1 raise
       ``ValueError``; traced bad values (under ``jit``) give NaN weights.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import jax
+    >>> x = jax.random.normal(jax.random.key(0), (64, 3))
+    >>> y = x @ jnp.array([[2.0], [0.0], [-1.0]]) + 0.5            # one neuron: y = 2 x0 - x2 + 0.5
+    >>> w, b, info = jp.abp.lasso_fista(jp.abp.batch_stats(x, y), 0.1)
+    >>> (w != 0).ravel().tolist()                            # the LASSO drops the unused input
+    [True, False, True]
     """
     _check_fit_args(stats, w0=w0)
     _validate.check_finite_number("lam", lam, low=0.0)
