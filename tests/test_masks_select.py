@@ -364,3 +364,130 @@ def test_traced_out_of_range_sparsity_prunes_nothing(scope):
     if scope == "layer":
         got = fn(scores, {"w": jnp.float32(2.0)}, mask=mask)
         np.testing.assert_array_equal(np.asarray(got["w"]), m)
+
+
+# ----------------------------------------------------------------------------- N:M scope and out_axis
+
+
+def ref_nm(x, valid, n, m, in_axis, largest=True):
+    """N:M reference: groups of m consecutive entries along in_axis, each
+    keeping its n best valid entries (stable argsort: lower index wins ties)."""
+    x = np.moveaxis(np.asarray(x, np.float32), in_axis, 0)
+    v = np.ones(x.shape, bool) if valid is None else np.moveaxis(np.asarray(valid), in_axis, 0)
+    keep = np.zeros(x.shape, bool)
+    for start in range(0, x.shape[0], m):
+        for idx in np.ndindex(*x.shape[1:]):
+            sl = (slice(start, start + m), *idx)
+            keep[sl] = ref_pool(x[sl], v[sl], n, largest)
+    return np.moveaxis(keep, 0, in_axis)
+
+
+@st.composite
+def nm_problems(draw):
+    m = draw(st.sampled_from([1, 2, 4, 8]))
+    n = draw(st.integers(1, m))
+    out_axis = draw(st.sampled_from([-1, 0]))
+    groups, units = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 3]))
+    conv = draw(st.booleans())
+    if out_axis == -1:  # flax: (in, out) / (kh, kw, in, out)
+        shape, in_axis = ((2, 1, groups * m, units), 2) if conv else ((groups * m, units), 0)
+    else:  # equinox / PyTorch: (out, in) / (out, in, kh, kw)
+        shape, in_axis = (units, groups * m, 2, 1), 1
+        shape = shape if conv else shape[:2]
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    kind = draw(st.sampled_from(["normal", "int", "equal"]))
+    if kind == "normal":
+        x = rng.standard_normal(shape).astype(np.float32)
+    elif kind == "int":
+        x = rng.integers(-2, 3, shape).astype(np.float32)
+    else:
+        x = np.full(shape, 0.5, np.float32)
+    valid = rng.random(shape) < 0.6 if draw(st.booleans()) else None
+    return x, valid, n, m, out_axis, in_axis, draw(st.booleans())
+
+
+@settings(max_examples=15)
+@given(nm_problems())
+def test_n_m_scope_matches_numpy_reference(problem):
+    x, valid, n, m, out_axis, in_axis, largest = problem
+    mask = None if valid is None else {"w": jnp.asarray(valid), "b": None}
+    scores = {"w": jnp.asarray(x), "b": None}
+    got = jp.masks.topk(scores, None, scope=f"{n}:{m}", mask=mask, out_axis=out_axis, largest=largest)
+    want = ref_nm(x, valid, n, m, in_axis, largest)
+    np.testing.assert_array_equal(np.asarray(got["w"]), want)
+    assert got["b"] is None
+    if valid is None:  # every group keeps exactly n
+        counts = np.moveaxis(np.asarray(got["w"]), in_axis, 0)
+        counts = counts.reshape(-1, m, *counts.shape[1:]).sum(1)
+        assert (counts == n).all()
+
+
+def test_n_m_dense_and_conv_input_axes_by_hand():
+    # Dense (in=4, out=2), 2:4 along axis 0; ties -> the lower input index
+    k = jnp.array([[1.0, 5.0], [3.0, 5.0], [3.0, 1.0], [0.0, 5.0]])
+    got = jp.masks.topk({"k": k}, 0.5, scope="2:4")["k"]
+    np.testing.assert_array_equal(np.asarray(got), [[0, 1], [1, 1], [1, 0], [0, 0]])
+    # Conv (kh=1, kw=2, in=4, out=1): groups run along the in-channel axis (-2), one per (kh, kw)
+    c = jnp.asarray(np.array([[4, 3, 2, 1], [1, 2, 3, 4]], np.float32).reshape(1, 2, 4, 1))
+    got = jp.masks.topk({"c": c}, None, scope="1:2")["c"][0, :, :, 0]
+    np.testing.assert_array_equal(np.asarray(got), [[1, 0, 1, 0], [0, 1, 0, 1]])
+
+
+def test_n_m_traced_sparsity_and_dpf():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    scores = {"w": jnp.asarray(x)}
+    want = ref_nm(scores["w"], None, 1, 4, 0)
+    fn = jax.jit(lambda s: jp.masks.topk(scores, s, scope="1:4")["w"])
+    np.testing.assert_array_equal(np.asarray(fn(jnp.float32(0.75))), want)
+    assert np.asarray(fn(jnp.float32(0.5))).all()  # a traced sparsity other than 1 - N/M prunes nothing
+    # usable as DPF's scope: the mask after the first update is the 1:4 pattern of the dense weights
+    params = {"w": scores["w"]}
+    tx = jp.optax.dpf(0.75, scope="1:4", update_every=1, prunable={"w": True})
+    state = tx.init(params)
+    _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
+    np.testing.assert_array_equal(np.asarray(jp.optax.get_mask(state)["w"]), ref_nm(np.abs(x), None, 1, 4, 0))
+
+
+def test_n_m_bad_input():
+    scores = {"layer": {"kernel": jnp.ones((6, 4))}}
+    bad_scopes = (("5:4", "1 <= N <= M"), ("0:4", "1 <= N <= M"), ("2-4", "not valid"), ("4", "not valid"))
+    for scope, msg in bad_scopes:
+        with pytest.raises(ValueError, match=msg):
+            jp.masks.topk(scores, None, scope=scope)
+    with pytest.raises(ValueError, match=r"M=4 does not divide the input axis 0 \(size 6\) of the leaf "
+                       r"layer/kernel of shape \(6, 4\)"):
+        jp.masks.topk(scores, None, scope="2:4")
+    with pytest.raises(ValueError, match=r"M=4 does not divide the input axis 1 \(size 6\) of the leaf w"):
+        jp.masks.topk({"w": jnp.ones((4, 6))}, None, scope="2:4", out_axis=0)
+    with pytest.raises(ValueError, match=r"sparsity=0.9 does not match scope='1:2'"):
+        jp.masks.topk(scores, 0.9, scope="1:2")
+    with pytest.raises(ValueError, match="ndim >= 2"):
+        jp.masks.topk({"v": jnp.ones(8)}, None, scope="1:2", prunable={"v": True})
+    with pytest.raises(ValueError, match="sparsity must be None or a scalar"):
+        jp.masks.topk(scores, {"layer": {"kernel": 0.5}}, scope="1:2")
+    assert np.asarray(jp.masks.topk(scores, 0.5, scope="1:2")["layer"]["kernel"]).sum() == 12
+
+
+@pytest.mark.parametrize("scope", ["neuron", "filter", "layer", "global"])
+def test_out_axis_matches_transposed_default(scope):
+    # equinox Linear (out, in) with out_axis=0 == flax (in, out) with the default, transposed;
+    # conv (out, in, kh, kw) with out_axis=0 == (in, kh, kw, out) (the unit axis moved last)
+    rng = np.random.default_rng(5)
+    lin = rng.integers(-2, 3, (5, 6)).astype(np.float32)  # (out, in), ties
+    conv = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)  # (out, in, kh, kw)
+    mask = {k: jnp.asarray(rng.random(v.shape) < 0.7) for k, v in (("lin", lin), ("conv", conv))}
+    params = {"lin": jnp.asarray(lin), "conv": jnp.asarray(conv)}
+    moved = lambda t: jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), t)
+    if scope == "filter":
+        got = jp.masks.topk(jp.masks.filter_norm(params, out_axis=0), 0.4, scope=scope, mask=mask, out_axis=0)
+        want = jp.masks.topk(jp.masks.filter_norm(moved(params)), 0.4, scope=scope, mask=moved(mask))
+    else:
+        got = jp.masks.topk(params, 0.4, scope=scope, mask=mask, out_axis=0)
+        want = jp.masks.topk(moved(params), 0.4, scope=scope, mask=moved(mask))
+    for k in params:
+        np.testing.assert_array_equal(np.moveaxis(np.asarray(got[k]), 0, -1), np.asarray(want[k]))
+    with pytest.raises(ValueError, match=r"out_axis=4 is outside the valid range \[-2, 2\) for the leaf lin"):
+        jp.masks.topk(params, 0.4, scope="neuron", out_axis=4, prunable={"lin": True, "conv": False})
+    with pytest.raises(TypeError, match="out_axis must be a Python int"):
+        jp.masks.topk(params, 0.4, scope=scope, out_axis=1.0)

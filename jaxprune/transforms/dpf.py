@@ -13,7 +13,6 @@ from jax import lax
 
 from jaxprune import masks as _masks
 from jaxprune import measures as _measures
-from jaxprune._validate import check_choice
 from jaxprune.transforms._common import (
     Schedule,
     _as_schedule,
@@ -104,8 +103,11 @@ def dpf(
         updates this transformation receives). Non-prunable leaves are passed
         as ``None``. ``jp.masks.filter_norm`` with ``scope="filter"`` gives
         structured DPF (whole output units kept or dropped globally).
-      scope: ``"global"`` | ``"layer"`` | ``"neuron"`` | ``"filter"`` (see
-        :func:`jaxprune.masks.topk`).
+      scope: ``"global"`` | ``"layer"`` | ``"neuron"`` | ``"filter"`` | ``"N:M"``
+        (see :func:`jaxprune.masks.topk`). For N:M (e.g. ``"2:4"``) give the
+        constant sparsity ``1 - N/M`` (``dpf(0.5, scope="2:4")``): every mask
+        update then recomputes the N:M pattern; a step whose scheduled
+        sparsity differs from ``1 - N/M`` prunes nothing.
       prunable: which leaves are pruned (bool pytree or mask; default
         :func:`default_prunable`, the paper's set, computed over the leaves the
         transformation sees: in an ``optax.multi_transform`` branch, the
@@ -152,7 +154,7 @@ def dpf(
     leaves are ``None`` in the mask, never pruned by this branch).
     """
     _static_int("update_every", update_every, 1)
-    check_choice("scope", scope, _masks.SCOPES)
+    _masks.check_scope(scope)
     if not isinstance(feedback, bool | np.bool_):
         raise TypeError(f"feedback must be a Python bool, got {feedback!r}")
     feedback = bool(feedback)
