@@ -45,19 +45,44 @@ non-prunable leaves): they jit with donation, shard with the params and
 checkpoint with orbax.
 """
 
-from jaxprune.transforms._common import default_prunable
+from jaxprune.transforms._common import default_prunable, paper_prunable
+from jaxprune.transforms.acdc import ACDCState, acdc, acdc_phases
 from jaxprune.transforms.dpf import DPFState, dpf
+from jaxprune.transforms.dsr import DSRState, dsr
 from jaxprune.transforms.masked import MaskedState, masked_update
-from jaxprune.transforms.state import dpf_diagnostics, get_mask, set_mask, sparse_params
+from jaxprune.transforms.rigl import RigLState, rigl, rigl_drop_fraction
+from jaxprune.transforms.set_sparse import SETState, set_sparse
+from jaxprune.transforms.sparse_momentum import SparseMomentumState, sparse_momentum
+from jaxprune.transforms.state import MASK_STATES, dpf_diagnostics, get_mask, set_mask, sparse_params
+from jaxprune.transforms.static import StaticSparseState, static_sparse
+from jaxprune.transforms.ste import STEState, ste
 
 __all__ = [
+    "MASK_STATES",
+    "ACDCState",
     "DPFState",
+    "DSRState",
     "MaskedState",
+    "RigLState",
+    "SETState",
+    "STEState",
+    "SparseMomentumState",
+    "StaticSparseState",
+    "acdc",
+    "acdc_phases",
     "default_prunable",
     "dpf",
     "dpf_diagnostics",
+    "dsr",
     "get_mask",
     "masked_update",
+    "paper_prunable",
+    "rigl",
+    "rigl_drop_fraction",
     "set_mask",
+    "set_sparse",
+    "sparse_momentum",
     "sparse_params",
+    "static_sparse",
+    "ste",
 ]

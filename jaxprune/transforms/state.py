@@ -12,12 +12,25 @@ from jaxprune.transforms._common import (
     _copy_mask,
     _map_masked,
 )
+from jaxprune.transforms.acdc import ACDCState
 from jaxprune.transforms.dpf import DPFState
+from jaxprune.transforms.dsr import DSRState
 from jaxprune.transforms.masked import MaskedState
+from jaxprune.transforms.rigl import RigLState
+from jaxprune.transforms.set_sparse import SETState
+from jaxprune.transforms.sparse_momentum import SparseMomentumState
+from jaxprune.transforms.static import StaticSparseState
+from jaxprune.transforms.ste import STEState
 from jaxprune.tree import (
     PyTree,
     is_none,
     path_str,
+)
+
+# Every state type holding a ``mask`` field that get_mask / sparse_params read.
+MASK_STATES: tuple[type, ...] = (
+    DPFState, MaskedState, STEState, StaticSparseState, SETState, RigLState, SparseMomentumState, DSRState,
+    ACDCState,
 )
 
 # --------------------------------------------------------------------------- state lookup
@@ -96,11 +109,11 @@ def get_mask(opt_state: PyTree, params: PyTree | None = None) -> PyTree:
 
     The arrays are the state's own (no copy): copy them (``jaxprune.tree.fresh_copy``)
     before a train step that donates the state if you keep them."""
-    found = _find(opt_state, (DPFState, MaskedState))
+    found = _find(opt_state, MASK_STATES)
     if not found:
         raise ValueError(
-            "opt_state holds no DPFState or MaskedState: build the optimizer with jp.optax.dpf / "
-            "masked_update"
+            "opt_state holds no pruning state (DPFState, MaskedState, RigLState, ...): build the optimizer "
+            "with a jp.optax transformation (dpf, masked_update, rigl, set_sparse, ...)"
         )
     mask = found[0].mask
     for other in found[1:]:
