@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import scipy.linalg
@@ -166,38 +167,96 @@ def test_smoke_epoch0_ap2_is_the_pruned_energy(smoke):
     np.testing.assert_allclose(res["records"][0]["ap2"], np.sum(w**2) - np.sum(kept**2), rtol=1e-5)
 
 
-def test_finetune_keeps_the_mask_and_trains_the_rest(smoke):
-    """Fine-tune the smoke run's saved original again: the head mask is the only
-    mask and stays fixed (pruned head weights exactly 0), surviving head weights
-    and every other layer move."""
+def _refinetune(smoke, mode, epochs=None):
+    """Fine-tune the smoke run's saved original again (lowest magnitude at 0.5)
+    in ``mode``; returns (original state, mask, records, final state)."""
     from jaxprune.pipelines import setup
     from jaxprune.train import Trainer
-    from jaxprune.transforms import masked_update
 
-    res, workdir = smoke
+    _, workdir = smoke
     config = _small_config()
+    if epochs:
+        config.method.finetune_train.epochs = epochs
     dataset, model = setup(config)
     tmpl = Trainer(model, dataset, config.train).init_state()
     variables, _ = aps.load_variables(workdir / "trial_0" / "original.npz", {"params": tmpl.params})
     original = tmpl.replace(params=variables["params"])
     layer = "Dense_2/kernel"
     mask = aps.last_layer_mask(original.params, layer, "lowest", 0.5)
-    ft = Trainer(model, dataset, aps._finetune_cfg(config), append=[masked_update(mask)])
+    cfg = aps._finetune_cfg(config)
+    ft = aps.finetune_trainer(model, dataset, cfg, original.params, layer, mask, mode=mode)
     w0 = np.asarray(original.params["Dense_2"]["kernel"])
     lm = aps.LatentMeasures(w0, sigma2=1.0, nondiag_cov=None, t_key=jax.random.PRNGKey(0))
     orig = aps._metrics(ft, original)
+    original = jax.tree.map(np.asarray, original)  # host copy: fit donates its input
     recs, final = aps._finetune(ft, original, mask, layer, lm, orig, {"seed": 0}, (1000, 1000))
+    return original, np.asarray(mask["Dense_2"]["kernel"]), recs, final
+
+
+def test_finetune_pruned_layer_trains_only_that_layer(smoke):
+    """The default (paper) protocol: the head mask stays fixed (pruned weights
+    exactly 0), surviving head weights and the head bias move, every other leaf
+    is bitwise unchanged; the pipeline's own run reached the same final head."""
+    res, _ = smoke
+    assert res["finetune"] == "pruned_layer" and res["records"][0]["finetune"] == "pruned_layer"
+    original, keep, recs, final = _refinetune(smoke, "pruned_layer")
     assert len(recs) == 3
-    keep = np.asarray(mask["Dense_2"]["kernel"])
-    w = np.asarray(final.params["Dense_2"]["kernel"])
+    w0, w = original.params["Dense_2"]["kernel"], np.asarray(final.params["Dense_2"]["kernel"])
     assert np.all(w[~keep] == 0.0)
     assert np.mean(w[keep] != w0[keep]) > 0.5  # surviving weights train (rows of dead ReLUs cannot)
+    assert not np.array_equal(final.params["Dense_2"]["bias"], original.params["Dense_2"]["bias"])
     for name in ("Dense_0", "Dense_1"):
         for leaf in ("kernel", "bias"):
-            assert not np.array_equal(final.params[name][leaf], original.params[name][leaf]), (name, leaf)
-    assert not np.array_equal(final.params["Dense_2"]["bias"], original.params["Dense_2"]["bias"])
-    # same seed, same data order: the pipeline's own run reached the same final head
+            np.testing.assert_array_equal(final.params[name][leaf], original.params[name][leaf])
+            assert np.asarray(final.params[name][leaf]).tobytes() == original.params[name][leaf].tobytes()
     np.testing.assert_allclose(recs[-1]["ap2"], res["records"][-1]["ap2"], rtol=1e-4)
+
+
+def test_finetune_all_trains_every_layer(smoke):
+    original, keep, _, final = _refinetune(smoke, "all", epochs=1)
+    assert np.all(np.asarray(final.params["Dense_2"]["kernel"])[~keep] == 0.0)
+    for name in ("Dense_0", "Dense_1", "Dense_2"):
+        for leaf in ("kernel", "bias"):
+            assert not np.array_equal(final.params[name][leaf], original.params[name][leaf]), (name, leaf)
+
+
+class _BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(10)(nn.relu(x))
+
+
+@pytest.mark.parametrize("mode", ["pruned_layer", "all"])
+def test_finetune_batch_stats(mode):
+    """With BatchNorm below the head: "pruned_layer" leaves the BN statistics
+    (and every non-head leaf) bitwise unchanged, "all" updates them."""
+    from jaxprune.pipelines import setup
+    from jaxprune.train import Trainer
+    from jaxprune.transforms import set_mask
+    from jaxprune.tree import apply_mask
+
+    config = _small_config()
+    config.train.epochs = 1
+    dataset, _ = setup(config)
+    model = _BNNet()
+    state = Trainer(model, dataset, config.train).init_state()
+    layer = "Dense_1/kernel"
+    mask = aps.last_layer_mask(state.params, layer, "lowest", 0.5)
+    ft = aps.finetune_trainer(model, dataset, config.train, state.params, layer, mask, mode=mode)
+    params = apply_mask(state.params, mask)
+    before = jax.tree.map(np.array, {"params": params, "batch_stats": state.batch_stats})
+    start = state.replace(params=params, opt_state=set_mask(ft.tx.init(params), mask))
+    final = ft.fit(jax.tree.map(jnp.array, start), progress=False)
+    changed = lambda a, b: not np.array_equal(np.asarray(a), b)
+    assert changed(final.params["Dense_1"]["bias"], before["params"]["Dense_1"]["bias"])
+    stats = jax.tree.leaves(jax.tree.map(changed, final.batch_stats, before["batch_stats"]))
+    leaves = (("Dense_0", "kernel"), ("Dense_0", "bias"), ("BatchNorm_0", "scale"), ("BatchNorm_0", "bias"))
+    body = [changed(final.params[m][k], before["params"][m][k]) for m, k in leaves]
+    if mode == "pruned_layer":
+        assert not any(stats) and not any(body)
+    else:
+        assert all(stats) and all(body)
 
 
 def test_pretrained_checkpoint_and_zero_sparsity(smoke, tmp_path):
@@ -209,7 +268,7 @@ def test_pretrained_checkpoint_and_zero_sparsity(smoke, tmp_path):
         sparsities=(0.0,),
         methods=("random",),
     )
-    config.method.finetune.epochs = 1
+    config.method.finetune_train.epochs = 1
     out = aps.run(config, str(tmp_path))
     for key, value in res["trials"][0]["original"].items():
         assert out["trials"][0]["original"][key] == pytest.approx(value, abs=1e-6), key
@@ -231,6 +290,12 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="train_from_checkpoint"):
         aps.run(_small_config(train_from_checkpoint=True), str(tmp_path))
     c = _small_config()
-    c.method.finetune.epoch = 3
-    with pytest.raises(ValueError, match=r"finetune\.epoch "):
+    c.method.finetune_train.epoch = 3
+    with pytest.raises(ValueError, match=r"finetune_train\.epoch "):
         aps.run(c, str(tmp_path))
+    with pytest.raises(ValueError, match=r"config\.method\.finetune='head'.*\['pruned_layer', 'all'\]"):
+        aps.run(_small_config(finetune="head"), str(tmp_path))
+    old = _small_config().to_dict()
+    old["method"]["finetune"] = {"epochs": 3}  # the former meaning of the key
+    with pytest.raises(ValueError, match=r"config\.method\.finetune is a ConfigDict.*finetune_train"):
+        aps.run(ml_collections.ConfigDict(old), str(tmp_path))

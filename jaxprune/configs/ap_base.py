@@ -14,7 +14,10 @@ decay, an annealed learning rate). Not a runnable config itself; see
   classifier, True = it is the initialization and the model trains
   ``config.train.epochs`` first; skip_mismatch: keep the fresh init for leaves
   whose checkpoint shape differs (a new head);
-  finetune: overrides of ``config.train`` for the fine-tuning phase (epochs = 20);
+  finetune: what the fine-tuning trains: "pruned_layer" (the default, as the
+  paper's official code: only the pruned layer's kernel and bias; every other
+  layer frozen, its BatchNorm statistics too) or "all" (every parameter);
+  finetune_train: overrides of ``config.train`` for the fine-tuning phase (epochs = 20);
   sigma2: isotropic AP3 covariance sigma^2 I; nondiag_beta, nondiag_seed:
   the non-diagonal covariance beta V diag(lambda) V^T; nondiag_max_dim: skip
   the non-diagonal AP3 (record None) above this many last-layer weights (a
@@ -32,7 +35,8 @@ from jaxprune.configs.common import base_config
 def ap_config(*, dataset: str, model: str, lr: float, epochs: int, batch_size: int = 128):
     """The study on ``model`` / ``dataset``: SGD (momentum 0.9) at ``lr`` with
     cosine annealing for ``epochs`` epochs, then 20 fine-tuning epochs with the
-    same recipe; 3 methods x 4 sparsities x 3 trials; 600k Student-t draws."""
+    same recipe, training the pruned layer only; 3 methods x 4 sparsities x 3
+    trials; 600k Student-t draws."""
     c = base_config()
     c.pipeline = "ap_study"
     c.data.name = dataset
@@ -59,7 +63,8 @@ def ap_config(*, dataset: str, model: str, lr: float, epochs: int, batch_size: i
     m.pretrained_checkpoint = ""
     m.train_from_checkpoint = False
     m.skip_mismatch = False
-    m.finetune = ml_collections.ConfigDict({"epochs": 20})
+    m.finetune = "pruned_layer"
+    m.finetune_train = ml_collections.ConfigDict({"epochs": 20})
     m.sigma2 = 1.0
     m.nondiag_beta = 1.0
     m.nondiag_seed = 0

@@ -17,7 +17,7 @@ def get_config():
     c.method.methods = ("lowest",)
     c.method.sparsities = (0.5,)
     c.method.trials = 1
-    c.method.finetune.epochs = 2
+    c.method.finetune_train.epochs = 2
     c.method.t_samples = 10_000
     c.method.t_samples_epoch = 10_000
     return c

@@ -12,9 +12,13 @@ For each trial ``t`` (seed ``config.seed + t``):
 2. for every method (``lowest`` / ``highest`` / ``random`` magnitude) and
    sparsity: prune ONLY the final dense kernel (the last ``nn.Dense`` called in
    the forward pass, or ``method.layer``) to that sparsity and fine-tune for
-   ``method.finetune.epochs`` epochs from a fresh optimizer state with the mask
-   fixed (``jp.optax.masked_update`` last in the chain: pruned weights stay
-   exactly 0; every other parameter keeps training);
+   ``method.finetune_train.epochs`` epochs from a fresh optimizer state with the
+   mask fixed (``jp.optax.masked_update`` last in the chain: pruned weights stay
+   exactly 0). ``method.finetune`` says what trains (:func:`finetune_trainer`):
+   ``"pruned_layer"`` (the paper's official code; the study configs' default):
+   only the pruned layer's kernel and bias, every other layer frozen, its
+   BatchNorm statistics included; ``"all"``: every parameter (METHODS.md
+   section 3: "weights of other layers keep training");
 3. at epoch 0 (right after pruning) and after every fine-tuning epoch, record
    between ``w`` and the current last layer ``w~``: AP2 ``||w - w~||^2``;
    AP3 Gaussian with isotropic ``S = sigma2 I`` (``= AP2 / (2 sigma2)``); AP3
@@ -43,6 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.scipy.linalg import solve_triangular
 
 from jaxprune import masks, measures
@@ -54,6 +59,7 @@ from jaxprune.transforms import masked_update, set_mask
 from jaxprune.tree import PyTree, apply_mask, fresh_copy, is_none, path_str
 
 METHODS = ("lowest", "highest", "random")
+FINETUNE = ("pruned_layer", "all")
 RECORD_KEYS = (
     "model", "dataset", "method", "sparsity", "trial", "epoch",
     "ap2", "ap3_gauss", "ap3_gauss_nondiag", "ap3_t",
@@ -232,6 +238,85 @@ class LatentMeasures:
         return out
 
 
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def layer_labels(params: PyTree, layer: str) -> PyTree:
+    """``"train"`` on the leaves of the module holding ``layer`` (its kernel
+    and bias), ``"frozen"`` elsewhere: the ``param_labels`` of
+    ``optax.multi_transform`` for ``finetune="pruned_layer"``.
+
+    >>> params = {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)},
+    ...           "Dense_1": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros(1)}}
+    >>> layer_labels(params, "Dense_1/kernel")
+    {'Dense_0': {'bias': 'frozen', 'kernel': 'frozen'}, 'Dense_1': {'bias': 'train', 'kernel': 'train'}}
+    """
+    get_leaf(params, layer)  # ValueError listing the 2-D leaves if there is none
+    module = layer.rpartition("/")[0]
+    owner = lambda p: path_str(p).rpartition("/")[0]
+    return jax.tree.map_with_path(lambda p, _: "train" if owner(p) == module else "frozen", params)
+
+
+class InferenceMode(nn.Module):
+    """``inner`` run in inference mode whatever ``train`` says, with ``inner``'s
+    own variable paths (``nn.share_scope``): BatchNorm normalizes with, and
+    never updates, its running statistics; dropout is off. For fine-tuning one
+    layer of a frozen network: the trained layer then sees exactly the features
+    it is evaluated on, and a train step leaves ``batch_stats`` bitwise unchanged.
+
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x, train=False):
+    ...         return nn.BatchNorm(use_running_average=not train)(x)
+    >>> model = InferenceMode(Net())
+    >>> v = model.init(jax.random.PRNGKey(0), jnp.ones((4, 2)))
+    >>> y, upd = model.apply(v, jnp.full((4, 2), 3.0), train=True, mutable=["batch_stats"])
+    >>> jax.tree.all(jax.tree.map(jnp.array_equal, upd["batch_stats"], v["batch_stats"]))
+    True
+    >>> float(y[0, 0])  # running mean 0, variance 1: y = 3 / sqrt(1 + 1e-5)
+    3.0
+    """
+
+    inner: nn.Module
+
+    def setup(self) -> None:
+        nn.share_scope(self, self.inner)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self.inner(x, train=False)
+
+
+def finetune_trainer(
+    model: nn.Module,
+    dataset: Any,
+    cfg: Any,
+    params: PyTree,
+    layer: str,
+    mask: PyTree,
+    *,
+    mode: str,
+    seed: int = 0,
+) -> Trainer:
+    """The fine-tuning :class:`~jaxprune.train.Trainer`; its chain ends in
+    ``masked_update(mask)`` (set the trial's mask with ``set_mask``).
+
+    ``mode="all"``: every parameter trains (the model in training mode, BN
+    statistics updated). ``mode="pruned_layer"`` (the official AP2/AP3 code):
+    ``optax.multi_transform`` gives the kernel and bias of ``layer``'s module
+    the optimizer of ``cfg`` and every other leaf ``optax.set_to_zero()`` (no
+    optimizer state; their gradients are never used, so XLA drops that part of
+    the backward pass), and the network runs in :class:`InferenceMode`: the
+    frozen layers' BatchNorm statistics are used, not updated (bitwise
+    unchanged), and dropout is off. ``params``: a params template (structure
+    only). ``ValueError`` for another ``mode``."""
+    check_choice("config.method.finetune", mode, FINETUNE)
+    base = Trainer(model, dataset, cfg, seed=seed, append=[masked_update(mask)])
+    if mode == "all":
+        return base
+    tx = optax.multi_transform({"train": base.tx, "frozen": optax.set_to_zero()}, layer_labels(params, layer))
+    return Trainer(InferenceMode(model), dataset, cfg, seed=seed, tx=tx)
+
+
 # ----------------------------------------------------------------------------- the pipeline
 
 
@@ -254,12 +339,18 @@ def _check_method(m: Mapping[str, Any], train_keys: Any) -> None:
     check_number("config.method.t_groups", m["t_groups"], low=1)
     check_number("config.method.t_samples", m["t_samples"], low=1)
     check_number("config.method.t_samples_epoch", m["t_samples_epoch"], low=1)
-    for key in m["finetune"]:
+    if not isinstance(m["finetune"], str):
+        raise ValueError(
+            f"config.method.finetune is a {type(m['finetune']).__name__}; expected one of {list(FINETUNE)} "
+            "(the config.train overrides of the fine-tuning phase are config.method.finetune_train)"
+        )
+    check_choice("config.method.finetune", m["finetune"], FINETUNE)
+    for key in m["finetune_train"]:
         if key not in train_keys:
             raise ValueError(
-                f"config.method.finetune.{key} is not a config.train key; valid: {sorted(train_keys)}"
+                f"config.method.finetune_train.{key} is not a config.train key; valid: {sorted(train_keys)}"
             )
-    check_number("config.method.finetune.epochs", m["finetune"]["epochs"], low=1)
+    check_number("config.method.finetune_train.epochs", m["finetune_train"]["epochs"], low=1)
     if m["train_from_checkpoint"] and not m["pretrained_checkpoint"]:
         raise ValueError("config.method.train_from_checkpoint=True needs config.method.pretrained_checkpoint")
 
@@ -267,7 +358,7 @@ def _check_method(m: Mapping[str, Any], train_keys: Any) -> None:
 def _finetune_cfg(config: Any) -> Any:
     cfg = config.train.copy_and_resolve_references()
     cfg.unlock()
-    for key, value in config.method.finetune.items():
+    for key, value in config.method.finetune_train.items():
         cfg[key] = value
     return cfg
 
@@ -361,7 +452,8 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
         cov = measures.nondiagonal_covariance(k, key=key, beta=float(m["nondiag_beta"]))
     # One fine-tuning Trainer: the mask lives in the optimizer state, so the step compiles once.
     tmpl_mask = last_layer_mask(template.params, layer, "lowest", 0.0)
-    ft = Trainer(model, dataset, _finetune_cfg(config), seed=config.seed, append=[masked_update(tmpl_mask)])
+    ft = finetune_trainer(model, dataset, _finetune_cfg(config), template.params, layer, tmpl_mask,
+                          mode=m["finetune"], seed=int(config.seed))
     t_samples = (int(m["t_samples_epoch"]), int(m["t_samples"]))
     t_key = jax.random.PRNGKey(int(m["t_seed"]))
 
@@ -398,7 +490,8 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
                 mask_key = jax.random.fold_in(jax.random.PRNGKey(seed), mi)
                 mask = last_layer_mask(original.params, layer, method, float(sparsity), mask_key)
                 label = {"model": config.model.name, "dataset": config.data.name, "method": method,
-                         "sparsity": float(sparsity), "trial": t, "seed": seed}  # fmt: skip
+                         "sparsity": float(sparsity), "trial": t, "seed": seed,
+                         "finetune": m["finetune"]}  # fmt: skip
                 recs, _ = _finetune(ft, original, mask, layer, lm, orig, label, t_samples)
                 records.extend(recs)
                 last = recs[-1]
@@ -412,6 +505,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
         "pipeline": "ap_study",
         "layer": layer,
         "layer_shape": list(w_shape),
+        "finetune": m["finetune"],
         "original_means": "the dense trained last layer (and model) before pruning, per trial",
         "records": records,
         "trials": trials,
