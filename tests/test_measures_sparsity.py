@@ -536,3 +536,40 @@ def test_exponent_limits():
             measures.lq_norm(w, bad)
     assert float(measures.lq_norm(np.array([-1e-40, 3e-42], np.float32), INF)) == float(np.float32(1e-40))
     np.testing.assert_allclose(measures.pq_index(w, 0.5, 1e39), want, atol=1e-6)  # beyond float32: inf
+
+
+# ----------------------------------------------------------------------------- out_axis (equinox layouts)
+
+
+def test_out_axis_matches_the_moved_layout_and_numpy():
+    # equinox Linear (out, in) and Conv (out, in, kh, kw) with out_axis=0 == the same weights with
+    # the unit axis moved last under the default; neuron pools checked against ref_pq per unit
+    rng = np.random.default_rng(21)
+    params = {"lin": rng.standard_normal((5, 7)), "conv": rng.standard_normal((4, 3, 2, 2)), "b": np.ones(5)}
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    mask = {k: jnp.asarray(rng.random(v.shape) < 0.8) for k, v in params.items() if k != "b"} | {"b": None}
+    moved = lambda t: {k: None if v is None else jnp.moveaxis(v, 0, -1) for k, v in t.items()}
+    fns = {
+        "pq_index": measures.pq_index,
+        "pqi_bound": partial(measures.pqi_bound, eta_r=0.1),
+        "sparsity_index": measures.sparsity_index,
+        "gini": measures.gini,
+        "hoyer": measures.hoyer,
+    }
+    for name, fn in fns.items():
+        for scope in ("neuron", "layer") if name == "pq_index" else ("neuron",):
+            got = fn(params, mask=mask, scope=scope, out_axis=0)
+            if scope == "neuron":
+                want = fn(moved(params), mask=moved(mask), scope=scope)
+            else:  # no effect on the scopes without units
+                want = fn(params, mask=mask, scope=scope)
+            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, err_msg=f"{name} {scope}")
+    got = measures.pq_index(params, mask=mask, scope="neuron", out_axis=0)["conv"]
+    w, m = np.asarray(params["conv"]), np.asarray(mask["conv"])
+    want = [ref_pq(w[u][m[u]], 0.5, 1.0) for u in range(w.shape[0])]
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-6)
+    with pytest.raises(ValueError, match=r"out_axis=2 is outside the valid range \[-2, 2\) for the leaf lin"):
+        measures.hoyer(params, mask=mask, scope="neuron", out_axis=2)
+    with pytest.raises(TypeError, match="out_axis must be a Python int"):
+        measures.gini(params, scope="neuron", out_axis=None)

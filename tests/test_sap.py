@@ -406,3 +406,22 @@ def test_round_over_all_float32_magnitudes_matches_reference(scope, params, pq):
             want_masks.append(keep.reshape(a.shape))
     np.testing.assert_array_equal(np.asarray(new["a"]["kernel"]), want_masks[0])
     np.testing.assert_array_equal(np.asarray(new["b"]["kernel"]), want_masks[1])
+
+
+def test_out_axis_matches_the_moved_layout():
+    # an equinox-style (out, in) / (out, in, kh, kw) tree with out_axis=0 prunes exactly what the
+    # default does on the same weights with the unit axis moved last (neuron pools)
+    rng = np.random.default_rng(17)
+    params = {"lin": jnp.asarray(rng.standard_normal((6, 10)), jnp.float32),
+              "conv": jnp.asarray(rng.standard_normal((4, 3, 3, 3)), jnp.float32)}
+    moved = lambda t: jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), t)
+    mask, rec = sap.prune_round(params, None, scope="neuron", out_axis=0)
+    want_mask, want_rec = sap.prune_round(moved(params), None, scope="neuron")
+    for k in params:
+        np.testing.assert_array_equal(np.moveaxis(np.asarray(mask[k]), 0, -1), np.asarray(want_mask[k]))
+        for field in ("c", "d", "r"):
+            got, want = getattr(rec, field)[k], getattr(want_rec, field)[k]
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert int(np.sum(~np.asarray(mask[k]))) == int(np.sum(np.asarray(rec.c[k])))  # c pruned per unit
+    with pytest.raises(ValueError, match="out_axis=3 is outside the valid range"):
+        sap.prune_round(params, None, scope="neuron", out_axis=3)
