@@ -102,10 +102,13 @@ COUNT_CASES = [
     ("resnet20", {"shortcut": "A"}, 10, (32, 32, 3), cifar_resnet_count(20, 10, "A")),
     ("resnet32", {}, 10, (32, 32, 3), cifar_resnet_count(32, 10)),
     ("resnet56", {}, 10, (32, 32, 3), cifar_resnet_count(56, 10)),
+    ("resnet110", {}, 10, (32, 32, 3), cifar_resnet_count(110, 10)),
     ("wrn28_2", {}, 10, (32, 32, 3), wrn_count(28, 2, 10)),
     ("wrn28_4", {}, 10, (32, 32, 3), wrn_count(28, 4, 10)),
     ("wrn28_8", {}, 10, (32, 32, 3), wrn_count(28, 8, 10)),
     ("wrn28", {"widen": 10}, 10, (32, 32, 3), wrn_count(28, 10, 10)),
+    ("wrn16_8", {}, 10, (32, 32, 3), wrn_count(16, 8, 10)),
+    ("wrn28_2", {"depth": 16}, 10, (32, 32, 3), wrn_count(16, 2, 10)),
     ("resnet18", {}, 1000, (224, 224, 3), imagenet_resnet_count((2, 2, 2, 2), False, 1000)),
     ("resnet18", {"cifar_stem": True}, 10, (32, 32, 3), imagenet_resnet_count((2, 2, 2, 2), False, 10, True)),
     ("resnet50", {}, 1000, (224, 224, 3), imagenet_resnet_count((3, 4, 6, 3), True, 1000)),
@@ -137,6 +140,8 @@ def test_every_model_has_a_count_case():
         ("resnet56", {"shortcut": "A"}, 10, (32, 32, 3), 0.85e6, 0.005e6),  # He et al. Table 6: 0.85 M
         ("wrn28_2", {}, 10, (32, 32, 3), 1.47e6, 0.005e6),  # DPF Figure 3: 1.47 M
         ("wrn28", {"widen": 10}, 10, (32, 32, 3), 36.5e6, 0.05e6),  # Zagoruyko & Komodakis: 36.5 M
+        ("wrn16_8", {}, 10, (32, 32, 3), 11.0e6, 0.05e6),  # Zagoruyko & Komodakis: 11.0 M
+        ("resnet110", {"shortcut": "A"}, 10, (32, 32, 3), 1.7e6, 0.05e6),  # He et al. Table 6: 1.7 M
         ("vgg16", {}, 10, (32, 32, 3), 14.7e6, 0.05e6),  # CIFAR VGG16-BN: 14.7 M
         ("lenet300", {}, 10, (28, 28, 1), 266_610, 0),  # LeNet-300-100 on MNIST
         ("resnet50", {}, 1000, (224, 224, 3), 25_557_032, 0),  # torchvision resnet50

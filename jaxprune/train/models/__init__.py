@@ -14,8 +14,9 @@ when ``train=True``). Dense kernels are (in, out), conv kernels HWIO.
 | ``mlp_regressor`` | in-64-64-64-K, ReLU; ``hidden=`` overrides |
 | ``cnn`` | conv3x3 64/128/256/512 + BN + ReLU + maxpool2 each, GAP, Dense K (PQ paper Table 2) |
 | ``vgg16`` | CIFAR VGG16-D with BN, Dense(512, K) head |
-| ``resnet20/32/56`` | CIFAR ResNets, 16/32/64 channels; ``shortcut="B"`` (1x1 conv + BN) or ``"A"`` |
+| ``resnet20/32/56/110`` | CIFAR ResNets, 16/32/64 channels; ``shortcut="B"`` (1x1 conv + BN) or ``"A"`` |
 | ``wrn28_2/4/8``, ``wrn28`` | WideResNet-28-k, pre-activation blocks; ``wrn28`` takes ``widen=`` |
+| ``wrn16_8`` | WideResNet-16-8 (SiPP's CIFAR WRN); every ``wrn*`` takes ``depth=`` (6n + 4) |
 | ``resnet18``, ``resnet50`` | ImageNet ResNets; ``cifar_stem=True`` = 3x3/1 stem, no max-pool |
 
 Initialization: conv kernels He-normal fan-out, dense kernels LeCun normal
@@ -124,10 +125,12 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet20": functools.partial(_cifar_resnet, depth=20),
     "resnet32": functools.partial(_cifar_resnet, depth=32),
     "resnet56": functools.partial(_cifar_resnet, depth=56),
+    "resnet110": functools.partial(_cifar_resnet, depth=110),
     "wrn28": functools.partial(_wrn, widen=2),
     "wrn28_2": functools.partial(_wrn, widen=2),
     "wrn28_4": functools.partial(_wrn, widen=4),
     "wrn28_8": functools.partial(_wrn, widen=8),
+    "wrn16_8": functools.partial(_wrn, widen=8, depth=16),
     "resnet18": functools.partial(_imagenet_resnet, blocks=(2, 2, 2, 2), bottleneck=False),
     "resnet50": functools.partial(_imagenet_resnet, blocks=(3, 4, 6, 3), bottleneck=True),
 }
@@ -143,8 +146,8 @@ def get_model(name: str, num_outputs: int, *, dtype: str | Any = "float32", **kw
     resolved here, on the current default backend). Params, BatchNorm
     statistics and logits are float32 whatever ``dtype`` (module docstring).
     ``kwargs`` are architecture options: ``hidden`` (mlp, mlp_regressor,
-    lenet300, linear), ``shortcut`` (resnet20/32/56), ``widen``/``depth``
-    (wrn28*), ``cifar_stem`` (resnet18/50). Unknown names and bad ``dtype``
+    lenet300, linear), ``shortcut`` (resnet20/32/56/110), ``widen``/``depth``
+    (wrn*), ``cifar_stem`` (resnet18/50). Unknown names and bad ``dtype``
     values raise ``ValueError`` listing the valid choices; unknown options
     raise ``TypeError``."""
     if name not in _REGISTRY:
