@@ -37,6 +37,21 @@ def test_scorers_against_numpy():
         assert fn[k].dtype == jnp.float32
 
 
+def test_filter_norm_out_axis_against_numpy():
+    # equinox/PyTorch layouts: Conv (out, in, kh, kw), Linear (out, in); units on axis 0
+    rng = np.random.default_rng(1)
+    p = {"conv": rng.standard_normal((4, 2, 3, 3)), "lin": rng.standard_normal((6, 5)), "b": None}
+    p = {k: None if v is None else jnp.asarray(v, jnp.float32) for k, v in p.items()}
+    fn = jp.masks.filter_norm(p, out_axis=0)
+    assert fn["b"] is None
+    for k in ("conv", "lin"):
+        w = np.asarray(p[k], np.float64)
+        want = np.sqrt((w**2).reshape(w.shape[0], -1).sum(1))
+        np.testing.assert_allclose(np.asarray(fn[k]), want, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"out_axis=2 is outside the valid range \[-2, 2\) for the leaf lin"):
+        jp.masks.filter_norm(p, out_axis=2)
+
+
 def test_random_scores():
     p = params()
     a, b = jp.masks.random(jax.random.key(0), p), jp.masks.random(jax.random.key(1), p)
