@@ -149,6 +149,61 @@ def test_invalid_configs(tmp_path):
         get_pipeline("random_init_prune_train")(_tiny("rand", "wt", 1.0), str(tmp_path / "c"))
 
 
+# Table S1 of the paper, transcribed: epochs, batch, lr, decay factor, decay epochs, Nesterov, weight decay
+TABLE_S1 = {
+    "resnet20": (182, 128, 0.1, 0.1, (91, 136), False, 1e-4),
+    "resnet56": (182, 128, 0.1, 0.1, (91, 136), False, 1e-4),
+    "resnet110": (182, 128, 0.1, 0.1, (91, 136), False, 1e-4),
+    "vgg16": (300, 256, 0.05, 0.5, (30, 60, 90, 120, 150, 180, 210, 240, 270), False, 5e-4),
+    "wrn16_8": (200, 128, 0.1, 0.2, (60, 120, 180), True, 5e-4),
+}
+
+
+@pytest.mark.parametrize("model", sorted(TABLE_S1))
+def test_paper_configs_follow_table_s1(model):
+    import importlib
+
+    from jaxprune.configs.common import validate_config
+    from jaxprune.train import MODEL_NAMES, make_schedule
+
+    epochs, batch, lr, decay, at, nesterov, wd = TABLE_S1[model]
+    get_config = importlib.import_module(f"jaxprune.configs.sipp_{model}").get_config
+    for arg in ("rand,sipp_det,0.98", "rand,sipp_hybrid", "iter,wt"):
+        c = get_config(arg)
+        validate_config(c)
+        assert c.model.name == model and model in MODEL_NAMES and c.data.name == "cifar10"
+        t = c.train
+        assert (t.optimizer, t.momentum, t.warmup_epochs) == ("sgd", 0.9, 5.0)
+        assert (t.epochs, t.batch_size, t.lr, t.nesterov, t.weight_decay) == (epochs, batch, lr, nesterov, wd)
+        assert (c.method.delta, c.method.alpha) == (1e-16, 0.85)
+        assert c.method.patch_reduce == ("mean" if "sipp_det" in arg else "max")
+    # the lr by epoch (10 steps each): warm-up to lr by epoch 5, then x decay at each listed epoch
+    sched = make_schedule(c.train, 10)
+    assert float(sched(50)) == pytest.approx(lr)
+    for k, e in enumerate(at):
+        assert float(sched(10 * e - 1)) == pytest.approx(lr * decay**k), e
+        assert float(sched(10 * e)) == pytest.approx(lr * decay ** (k + 1)), e
+
+
+@pytest.mark.parametrize(
+    ("arg", "match"),
+    [
+        ("rand", "pipeline,method"),
+        ("random,wt", "pipeline='random'"),
+        ("rand,sipp", "method='sipp'"),
+        ("rand,wt,high", "sparsity='high'"),
+        ("rand,wt,1.0", "sparsity='1.0'"),
+    ],
+)
+def test_paper_config_bad_arguments(arg, match):
+    from jaxprune.configs.sipp_base import paper_config
+
+    with pytest.raises(ValueError, match=match):
+        paper_config("resnet56", arg)
+    with pytest.raises(ValueError, match="model='resnet18'"):
+        paper_config("resnet18", "rand,wt")
+
+
 def test_iterative_no_rewind_and_exact_densities(tmp_path, monkeypatch):
     """Rounds prune the previous round's TRAINED weights to round(d n) and
     retrain from them (not from init)."""
