@@ -52,7 +52,15 @@ def eps_rand(s_sum: jax.Array, draws: jax.Array, *, c: float = 3.0, log_factor: 
 
     ``s_sum`` must be finite and >= 0, ``draws`` >= 0 (not NaN), ``c`` and
     ``log_factor`` finite and > 0: ``ValueError`` when concrete; traced
-    entries outside these ranges give NaN."""
+    entries outside these ranges give NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> round(float(jp.sipp.eps_rand(jnp.array(1.0), jnp.array(1.0), c=3.0, log_factor=1.0)), 4)  # 1+sqrt(7)
+    3.6458
+    >>> float(jp.sipp.eps_rand(jnp.array(0.0), jnp.array(5.0), log_factor=1.0))   # no sensitivity: no error
+    0.0
+    """
     _validate.check_array_range("s_sum", s_sum, low=0.0)
     if _validate.is_concrete(draws):
         n = np.asarray(draws, np.float64)
@@ -125,6 +133,13 @@ def allocate(
     traced ones (under ``jit``) make the whole allocation invalid:
     ``m_frac`` NaN and ``m_int`` -1 for every group (the groups share the
     budget, so no entry can be trusted).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> s_sum, size = jnp.array([4.0, 1.0]), jnp.array([100, 100])
+    >>> m_frac, m_int = jp.sipp.allocate(s_sum, size, jnp.ones(2), 30, log_factor=40.0)
+    >>> m_int.tolist(), int(m_int.sum()) <= 30, bool(m_frac[0] > m_frac[1])   # more to the sensitive group
+    ([20, 10], True, True)
     """
     for name, arr in (("s_sum", s_sum), ("size", size), ("weight", weight)):
         if jnp.ndim(arr) != 1 or jnp.shape(arr) != jnp.shape(s_sum):
@@ -187,7 +202,18 @@ def group_stats(sensitivities: PyTree, params: PyTree) -> tuple[PyTree, PyTree]:
     over (sign side [+, -], output unit): the group's sensitivity sum and its
     number of nonzero weights. ``None`` where sensitivities are ``None``.
     Each sensitivity leaf must have its weight's shape; concrete ones must be
-    finite and >= 0, concrete weights finite (``ValueError``)."""
+    finite and >= 0, concrete weights finite (``ValueError``).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.array([[1.0, -2.0], [-3.0, 4.0], [0.0, 5.0]])}
+    >>> s = {"kernel": jnp.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])}
+    >>> s_sum, size = jp.sipp.group_stats(s, params)
+    >>> [[round(v, 3) for v in row] for row in s_sum["kernel"].tolist()]   # rows: + / - weights; cols: units
+    [[0.1, 1.0], [0.3, 0.2]]
+    >>> size["kernel"].tolist()                                            # nonzero weights per group
+    [[1.0, 2.0], [1.0, 1.0]]
+    """
     check_same_structure(params, sensitivities, "params", "sensitivities")
     check_sensitivities(sensitivities, params)
     return _group_stats(sensitivities, params)
@@ -249,6 +275,14 @@ def optalloc(
     Returns:
       A pytree like ``sensitivities`` with an int32 ``(2, units)`` allocation
       (row 0: positive weights, row 1: negative weights) on prunable leaves.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.array([[1.0, -2.0], [-3.0, 4.0], [0.5, 5.0]]), "bias": jnp.zeros(2)}
+    >>> s = {"kernel": jnp.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]), "bias": None}   # sensitivities
+    >>> alloc = jp.sipp.optalloc(s, 4, params=params)      # keep 4 weights in all
+    >>> alloc["kernel"].tolist(), alloc["bias"]                # rows: + / - weights; columns: units
+    ([[1, 1], [1, 1]], None)
     """
     check_finite_number("budget", budget, low=0.0)
     check_finite_number("c", c, low=0.0, low_open=True)

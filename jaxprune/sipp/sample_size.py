@@ -28,6 +28,11 @@ def sample_size(output_sizes: Iterable[int], *, c: float = 3.0, delta: float = 1
     be a whole number >= 1 (no bool, NaN, inf or fraction), ``c`` finite > 0,
     ``delta`` in (0, 1) (any such delta: the log is taken in parts, so a tiny
     one cannot overflow): else ``ValueError``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> jp.sipp.sample_size([300, 100, 10])       # LeNet-300-100: ceil(3 ln(8 * 300 * 410 / 1e-16))
+    152
     """
     raw = list(output_sizes)
 
@@ -52,6 +57,17 @@ def layer_output_sizes(
     apply_fn: Callable[[Any, jax.Array], Any], params: Any, inputs: jax.Array
 ) -> list[int]:
     """``eta^l`` of every dense / conv layer, in call order, from one forward
-    pass on ``inputs`` (one example suffices: ``inputs[:1]``)."""
+    pass on ``inputs`` (one example suffices: ``inputs[:1]``).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import flax.linen as nn, jax
+    >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(3)])
+    >>> x = jax.random.normal(jax.random.key(0), (32, 5))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> f = lambda p, x: model.apply({"params": p}, x)
+    >>> jp.sipp.layer_output_sizes(f, params, x[:1])   # units per dense layer, in call order
+    [8, 3]
+    """
     layers = capture_layers(apply_fn, params, inputs)
     return [math.prod(layer.outputs.shape[1:]) for layer in layers.values()]

@@ -96,7 +96,16 @@ def conv_patches(x: jax.Array, filter_shape: tuple[int, ...], cfg: dict[str, Any
     Without input dilation the windows are gathered by strided slices of the
     padded input (pure data movement); ``conv_general_dilated_patches`` itself
     is a convolution with a one-hot kernel, ``F`` times the multiply-adds of
-    the layer's own forward pass, and is used only for input dilation."""
+    the layer's own forward pass, and is used only for input dilation.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)        # one 3x3 image, one channel
+    >>> cfg = {"strides": (1, 1), "padding": "VALID", "lhs_dilation": (1, 1), "rhs_dilation": (1, 1)}
+    >>> p = jp.sipp.conv_patches(x, (2, 2), cfg)
+    >>> p.shape, p[0, 0].tolist()                         # 4 windows of 2x2: the first is the top left
+    ((1, 4, 4), [0.0, 1.0, 3.0, 4.0])
+    """
     rank = len(filter_shape)
     if not 1 <= rank <= 3:
         raise ValueError(f"conv kernels with {rank} spatial dims are not supported (valid: 1 to 3)")
@@ -322,7 +331,20 @@ def make_sensitivity_fn(
     for NaN results (a forward pass that overflows); called inside an outer
     ``jit`` (traced arrays) it cannot raise, and every prunable layer whose
     kernel, input or output activations are not finite gets all-NaN
-    sensitivities instead (which :func:`jaxprune.sipp.prune` refuses)."""
+    sensitivities instead (which :func:`jaxprune.sipp.prune` refuses).
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import flax.linen as nn, jax
+    >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(3)])
+    >>> x = jax.random.normal(jax.random.key(0), (32, 5))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> f = lambda p, x: model.apply({"params": p}, x)
+    >>> fn = jp.sipp.make_sensitivity_fn(f)          # jitted once, reused for every call
+    >>> a, b = fn(params, x), jp.sipp.sensitivity(f, params, x)
+    >>> bool(jnp.array_equal(a["layers_2"]["kernel"], b["layers_2"]["kernel"]))
+    True
+    """
     check_choice("patch_reduce", patch_reduce, PATCH_REDUCES)
     check_finite_number("memory_budget_bytes", memory_budget_bytes, low=1)
     budget = int(memory_budget_bytes)
@@ -421,6 +443,19 @@ def sensitivity(
     and a forward pass whose activations overflow (naming the layers). Under
     an outer ``jit`` these cannot be detected: the affected layers' sensitivities
     are NaN (never a plausible value), and :func:`jaxprune.sipp.prune` refuses them.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import flax.linen as nn, jax
+    >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(3)])
+    >>> x = jax.random.normal(jax.random.key(0), (32, 5))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> f = lambda p, x: model.apply({"params": p}, x)
+    >>> s = jp.sipp.sensitivity(f, params, x)
+    >>> jax.tree.map(jnp.shape, s)                        # one score per weight of each kernel
+    {'layers_0': {'bias': None, 'kernel': (5, 8)}, 'layers_2': {'bias': None, 'kernel': (8, 3)}}
+    >>> bool(jnp.all((s["layers_0"]["kernel"] >= 0) & (s["layers_0"]["kernel"] <= 1)))
+    True
     """
     fn = make_sensitivity_fn(
         apply_fn, patch_reduce=patch_reduce, prunable=prunable, memory_budget_bytes=memory_budget_bytes
@@ -446,7 +481,21 @@ def layer_stats(
     the captured ones in call order and ``f(x)`` the last captured layer's
     output: an upper bound in the paper's sense for chain networks only.
     One jitted pass; returns Python floats. An empty sample, NaN/inf
-    ``inputs``/``params`` or overflowing activations raise ``ValueError``."""
+    ``inputs``/``params`` or overflowing activations raise ``ValueError``.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> import flax.linen as nn, jax
+    >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(3)])
+    >>> x = jax.random.normal(jax.random.key(0), (32, 5))
+    >>> params = model.init(jax.random.key(1), x)["params"]
+    >>> f = lambda p, x: model.apply({"params": p}, x)
+    >>> stats = jp.sipp.layer_stats(f, params, x)
+    >>> list(stats), sorted(stats["layers_0/kernel"])
+    (['layers_0/kernel', 'layers_2/kernel'], ['delta', 'kappa', 'output_size'])
+    >>> stats["layers_0/kernel"]["output_size"]
+    8
+    """
     _check_sample(params, inputs)
 
     meta: dict[str, list] = {}  # static per-layer facts, filled while tracing

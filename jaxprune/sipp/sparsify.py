@@ -64,7 +64,14 @@ def draws_for_unique(q: jax.Array, m: jax.Array) -> jax.Array:
 
     ``q`` must be finite in ``[0, 1]`` and ``m`` finite ``>= 0`` with shape
     ``q.shape[:-1]``: ``ValueError`` when concrete; under ``jit`` a group with
-    a NaN/inf/out-of-range entry gets NaN."""
+    a NaN/inf/out-of-range entry gets NaN.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> n = jp.sipp.draws_for_unique(jnp.full(4, 0.25), jnp.array(2.0))   # 4 (1 - 0.75^N) = 2
+    >>> round(float(n), 3)                                                # ln(1/2) / ln(3/4)
+    2.409
+    """
     q, m = jnp.asarray(q), jnp.asarray(m)
     if q.ndim < 1 or m.shape != q.shape[:-1]:
         raise ValueError(f"m must have shape q.shape[:-1] = {q.shape[:-1]}, got {m.shape} (q: {q.shape})")
@@ -205,6 +212,18 @@ def prune(
     out-of-range or non-finite ``density``, ``c``, ``delta``, ``eta``.
     ``prune`` runs on the host (its report is Python numbers): it is not
     jittable, so these checks always run.
+
+    >>> import jax.numpy as jnp
+    >>> import jaxprune as jp
+    >>> params = {"kernel": jnp.array([[1.0, -2.0], [-3.0, 4.0], [0.5, 5.0]]), "bias": jnp.zeros(2)}
+    >>> s = {"kernel": jnp.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]), "bias": None}   # sensitivities
+    >>> new_params, mask, report = jp.sipp.prune(params, s, 0.5)      # SiPP-Det: the 3 most sensitive
+    >>> mask["kernel"].astype(int).tolist(), mask["bias"]
+    ([[0, 0], [0, 1], [1, 1]], None)
+    >>> new_params["kernel"].tolist()
+    [[0.0, 0.0], [0.0, 4.0], [0.5, 5.0]]
+    >>> report["budget"], report["kept"], report["density"]
+    (3, 3, 0.5)
     """
     check_choice("variant", variant, VARIANTS)
     check_number("density", density, low=0.0, high=1.0, low_open=True)
