@@ -1,13 +1,14 @@
 """The training engine: models, datasets, a sharded data-parallel step, the
 loop with hooks, optimizers/schedules from config, checkpoints and metric
 writers. It knows nothing about any pruning method: pipelines hand it optax
-transforms, a ``forward_params`` function and hooks.
+transforms, a ``forward_params`` function and hooks. Typical use, with
+``config`` from a file in ``jaxprune/configs`` (e.g. ``dense_digits.get_config()``):
 
->>> from jaxprune import train
->>> ds = train.load_dataset("digits")
->>> trainer = train.Trainer(train.get_model("mlp", ds.num_outputs), ds, config.train, workdir="runs/x")
->>> state = trainer.fit()
->>> trainer.evaluate(state, "test")
+    from jaxprune import train
+    ds = train.load_dataset("digits")
+    trainer = train.Trainer(train.get_model("mlp", ds.num_outputs), ds, config.train, workdir="runs/x")
+    state = trainer.fit()
+    trainer.evaluate(state, "test")
 """
 
 from jaxprune.train.checkpoint import Checkpointer
