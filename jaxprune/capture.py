@@ -86,7 +86,8 @@ def capture_layers(
     >>> class Net(nn.Module):
     ...     @nn.compact
     ...     def __call__(self, x):
-    ...         return nn.Dense(2)(nn.relu(nn.Dense(3)(x)))
+    ...         h = nn.relu(nn.Dense(3)(x))
+    ...         return nn.Dense(2)(h)
     >>> x = jax.numpy.ones((4, 5))
     >>> params = Net().init(jax.random.key(0), x)["params"]
     >>> layers = capture_layers(lambda p, v: Net().apply({"params": p}, v), params, x)
