@@ -56,6 +56,7 @@ import numpy as np
 
 from jaxprune import masks, sipp
 from jaxprune._validate import check_choice, check_number
+from jaxprune.measures.cost import cost
 from jaxprune.pipelines import first_batch, register, setup, write_results
 from jaxprune.pipelines.iterative import RoundContext, rewind
 from jaxprune.train import Checkpointer, Trainer, per_example_loss, replicated_sharding
@@ -141,6 +142,14 @@ def _density(mask: PyTree) -> float:
     return float(sum(m.sum() for m in leaves) / sum(m.size for m in leaves))
 
 
+def _cost_fields(model: nn.Module, params: PyTree, batch_stats: PyTree, mask: PyTree, dataset: Any) -> dict:
+    """``params_kept`` / ``params_total`` and ``macs_kept`` / ``macs_total`` (one
+    example) of ``model`` under ``mask``, from its jaxpr (:func:`jaxprune.measures.cost`)."""
+    report = cost(model, {"params": params, "batch_stats": batch_stats}, mask, tuple(dataset.input_shape))
+    return {"params_kept": report["params_kept"], "params_total": report["params"],
+            "macs_kept": report["macs_kept"], "macs_total": report["macs"]}
+
+
 def _nonzero_outside(params: PyTree, mask: PyTree) -> int:
     """Number of nonzero weights at pruned coordinates (0 when the mask held)."""
     pairs = zip(jax.tree.leaves(params, is_leaf=is_none), jax.tree.leaves(mask, is_leaf=is_none), strict=True)
@@ -216,7 +225,8 @@ def run_random_init(config: Any, workdir: str | pathlib.Path) -> dict:
     the mask fixed. Returns (and writes to ``<workdir>/results.json``) a record
     with ``pipeline, method, model, dataset, sparsity, seed, test_acc`` (final
     weights), ``val_acc``, ``density`` (kept fraction of the prunable weights),
-    ``pruned_nonzero`` (nonzero weights outside the mask after training: 0), ``sample_size``,
+    ``pruned_nonzero`` (nonzero weights outside the mask after training: 0), ``params_kept`` /
+    ``params_total`` / ``macs_kept`` / ``macs_total`` (one example, under the mask), ``sample_size``,
     the SiPP ``report`` (per layer: kept, eps, sign complexity Delta, kappa; the
     network's error bound) and the training ``history``."""
     m = config.method
@@ -244,6 +254,7 @@ def run_random_init(config: Any, workdir: str | pathlib.Path) -> dict:
                           prunable=resolve_prunable(params))
     mask = jax.device_put(mask, replicated_sharding(trainer.mesh))
     rec["density"] = _density(mask)
+    rec.update(_cost_fields(model, params, state0.batch_stats, mask, dataset))
     rec["prune_time_s"] = time.perf_counter() - tic
     start = rewind(state0, params, state0.batch_stats, mask, trainer.tx)
     state = trainer.fit(start, resume=bool(config.resume), progress=False)
@@ -277,7 +288,8 @@ def run_iterative(config: Any, workdir: str | pathlib.Path) -> dict:
     """Train, then prune to ``d_t`` and retrain from the pruned weights, for
     ``t = 1..T``. Returns ``{"records": [...], "config": ...}``, one record per
     round (round 0 = dense) with ``density`` (kept fraction of the prunable
-    weights), ``sparsity = 1 - density``, ``acc_pruned`` (test accuracy right
+    weights), ``sparsity = 1 - density``, ``params_kept`` / ``params_total`` /
+    ``macs_kept`` / ``macs_total`` (one example), ``acc_pruned`` (test accuracy right
     after pruning), ``test_acc`` / ``val_acc`` (after (re)training)."""
     m = config.method
     _check_common(m, ITERATIVE_METHODS)
@@ -312,6 +324,7 @@ def run_iterative(config: Any, workdir: str | pathlib.Path) -> dict:
                                                      "test")["accuracy"]
             rec["density"] = _density(mask)
             rec["sparsity"] = 1.0 - rec["density"]
+            rec.update(_cost_fields(model, params, stats, mask, dataset))
             start = jax.device_put(rewind(state0, params, stats, mask, trainer.tx), replicated)
             round_dir = root / f"round_{t:02d}"
             trainer.workdir, trainer.seed = round_dir, int(config.seed) + 1000 * t
