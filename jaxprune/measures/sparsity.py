@@ -583,9 +583,12 @@ def pq_index(
     are static (Python numbers) with ``1e-30 <= p < q <= inf``; ``q = inf``
     uses ``||w||_inf = max |w|`` (the limit ``q -> inf``, so
     ``I = 1 - (mean |w|^p)^(1/p) / max |w|``); ``p < 1e-30`` raises
-    ``ValueError``. Exact to float32 rounding for any finite input
-    (subnormals and values near the float32 max included; module docstring).
-    Under ``jit``, a pool with a NaN/inf unmasked entry gives NaN.
+    ``ValueError``. Default scope ``"global"``: the PQ Index measures a whole
+    model's sparsity and SAP prunes from it (Diao et al. 2023); unlike
+    :func:`sparsity_index`, whose quantity is defined per neuron. Exact to
+    float32 rounding for any finite input (subnormals and values near the
+    float32 max included; module docstring). Under ``jit``, a pool with a
+    NaN/inf unmasked entry gives NaN.
 
     >>> import jax.numpy as jnp
     >>> import jaxprune as jp
@@ -685,7 +688,11 @@ def sparsity_index(
 ) -> PyTree:
     """Sparsity index ``SI_q = ||w||_1 / ||w||_q`` for ``1e-30 <= q < 1`` (Yang et al.),
     in ``[d^(1 - 1/q), 1]``; larger = sparser. An all-zero or empty pool
-    counts as maximally sparse: 1. Default scope: per neuron. Exact to
+    counts as maximally sparse: 1. Default scope ``"neuron"``, unlike the
+    ``"global"`` default of :func:`pq_index`, :func:`gini` and :func:`hoyer`:
+    ABP defines the index on one neuron's incoming weights (Yang et al.,
+    the retained count ``m`` of :func:`abp_retained` is per neuron), so the
+    per-neuron value is the one the method uses. Exact to
     float32 rounding for any finite input; under ``jit`` a pool with a
     NaN/inf unmasked entry gives NaN.
 
@@ -758,9 +765,11 @@ def hoyer(
     out_axis: int = -1,
 ) -> PyTree:
     """Hoyer sparsity ``(sqrt(d) - ||w||_1/||w||_2) / (sqrt(d) - 1)`` in [0, 1];
-    0 for pools with ``d <= 1`` or all zeros. Exact to float32 rounding for
-    any finite input; under ``jit`` a pool with a NaN/inf unmasked entry
-    gives NaN.
+    0 for pools with ``d <= 1`` or all zeros. Default scope ``"global"``, like
+    :func:`pq_index` (a model-level comparison measure; only
+    :func:`sparsity_index` defaults to ``"neuron"``, as ABP defines it).
+    Exact to float32 rounding for any finite input; under ``jit`` a pool
+    with a NaN/inf unmasked entry gives NaN.
 
     >>> import jax.numpy as jnp
     >>> import jaxprune as jp
@@ -832,8 +841,10 @@ def gini(
     out_axis: int = -1,
 ) -> PyTree:
     """Gini index of ``|w|`` (Hurley & Rickard 2009) in ``[0, 1 - 1/d]``;
-    larger = sparser; 0 for empty or all-zero pools. Sorts each pool
-    (a full sort is inherent to the Gini index). Exact to float32 rounding
+    larger = sparser; 0 for empty or all-zero pools. Default scope
+    ``"global"``, like :func:`pq_index` (a model-level comparison measure;
+    only :func:`sparsity_index` defaults to ``"neuron"``, as ABP defines it).
+    Sorts each pool (a full sort is inherent to the Gini index). Exact to float32 rounding
     for any finite input (exact power-of-two rescaling of each pool, see
     :func:`_gini_sorted`); under ``jit`` a pool with a NaN/inf unmasked
     entry gives NaN.
