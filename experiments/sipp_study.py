@@ -21,8 +21,12 @@ import pathlib
 import shutil
 import time
 
+from experiments import study_cost
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEYS = ("pipeline", "method", "model", "dataset", "sparsity", "seed", "test_acc")
+# Stored by the SiPP pipelines since issue 19 (jaxprune.measures.cost of the final mask).
+COST_KEYS = ("params_kept", "params_total", "macs_kept", "macs_total")
 LABELS = {"sipp_det": "SiPPDet", "sipp_rand": "SiPPRand", "sipp_hybrid": "SiPPHybrid", "wt": "WT",
           "snip": "SNIP"}
 
@@ -102,6 +106,7 @@ def run_study(a: argparse.Namespace) -> dict:
                     r = get_pipeline(c.pipeline)(c, str(wd))
                     row = {k: r[k] for k in KEYS} | {"density": r["density"], "val_acc": r["val_acc"],
                                                      "pruned_nonzero": r["pruned_nonzero"]}
+                    row |= {k: r[k] for k in COST_KEYS if k in r}
                     data["rows"].append(row)
                     _save(out, data)
                     shutil.rmtree(wd, ignore_errors=True)
@@ -119,6 +124,7 @@ def run_study(a: argparse.Namespace) -> dict:
                 for rec in res["records"]:
                     row = {k: rec[k] for k in KEYS} | {"density": rec["density"], "round": rec["round"],
                                                        "acc_pruned": rec.get("acc_pruned")}
+                    row |= {k: rec[k] for k in COST_KEYS if k in rec}
                     data["rows"].append(row)
                 _save(out, data)
     return data
@@ -187,15 +193,37 @@ def table(data: dict, pipeline: str) -> str:
     series = _series(data["rows"], pipeline)
     methods = sorted(series)
     ratios = sorted({x for pts in series.values() for x in pts})
-    lines = ["| prune ratio | " + " | ".join(LABELS.get(m, m) for m in methods) + " |",
-             "|---" * (len(methods) + 1) + "|"]
+    labels = [LABELS.get(m, m) for m in methods]
+    lines = ["| prune ratio | " + " | ".join(labels) + " | params kept | MACs kept |",
+             "|---" * (len(methods) + 3) + "|"]
     for x in ratios:
         cells = []
         for m in methods:
             v = series[m].get(x)
             cells.append("" if not v else f"{100 * np.mean(v):.2f} ± {100 * np.std(v):.2f} (n={len(v)})")
+        kept = kept_by_method(data["rows"], pipeline, x)
+        cells += [study_cost.cell(kept, 0), study_cost.cell(kept, 1)]
         lines.append(f"| {x:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def kept_by_method(rows: list[dict], pipeline: str, ratio: float) -> dict[str, tuple]:
+    """Method label -> mean (params kept, MACs kept) fractions over the seeds of
+    the rows at prune ratio ``ratio`` (``None`` entries where not determined:
+    see ``experiments.study_cost``). Rows without cost fields count their
+    pruned weights from ``density`` over the model's default prunable set."""
+    out: dict[str, list] = {}
+    for r in rows:
+        if r["pipeline"] != pipeline or round(r["sparsity"], 4) != ratio:
+            continue
+        dense = study_cost.dense_cost(r["model"], r["dataset"])
+        pruned = round((1.0 - r["density"]) * dense["n_prunable"]) if dense else None
+        fracs = study_cost.kept_fractions(r["model"], r["dataset"], pruned, r)
+        out.setdefault(LABELS.get(r["method"], r["method"]), []).append(fracs)
+    return {
+        m: tuple(None if any(f[i] is None for f in fs) else sum(f[i] for f in fs) / len(fs) for i in (0, 1))
+        for m, fs in sorted(out.items())
+    }
 
 
 def main() -> None:
