@@ -192,3 +192,82 @@ def test_trainer_refuses_to_overwrite_checkpoints(tmp_path):
     Trainer(model, dataset, config.train, workdir=tmp_path).fit(progress=False)
     with pytest.raises(ValueError, match=r"holds checkpoints of a previous run.*resume=True"):
         Trainer(model, dataset, config.train, workdir=tmp_path).fit(progress=False)
+
+
+def _run_cli(*args, timeout=300):
+    """``python -m jaxprune.cli`` from outside the clone (the packaged configs)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "jaxprune.cli", *args]
+    return subprocess.run(cmd, cwd=ROOT.parent, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_config_names_resolve_to_shipped_configs(tmp_path):
+    from jaxprune.cli import resolve_config, shipped_configs
+
+    names = shipped_configs()
+    assert "dense_digits" in names and "common" not in names and "dpf_base" not in names
+    path, _, arg = resolve_config("dpf_lenet300_fmnist:dpf,0.9").partition(":")
+    assert pathlib.Path(path) == ROOT / "jaxprune" / "configs" / "dpf_lenet300_fmnist.py" and arg == "dpf,0.9"
+    assert resolve_config("dense_digits.py") == str(ROOT / "jaxprune" / "configs" / "dense_digits.py")
+    own = tmp_path / "mine.py"
+    own.write_text("def get_config():\n    return None\n")
+    assert resolve_config(f"{own}:x") == f"{own}:x"  # an existing file is taken as it is
+    with pytest.raises(ValueError, match=r"no shipped config named 'dense_digit'; shipped configs: .*dense_"):
+        resolve_config("dense_digit")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config=dense_digits", "--config.train.epochz=3"], r'Did you mean "epochs"'),
+        (["--config=dense_digit"], "no shipped config named 'dense_digit'"),
+        (["--config=dense_digits", "--config.pipeline=lottery"], r"config\.pipeline='lottery' is not valid"),
+        (["--config=dpf_lenet300_fmnist:dpf,1.5"], r"config\.method\.target_sparsity=1\.5 is outside"),
+        (["--config=dpf_lenet300_fmnist:dpf,0.9", "--config.method.finetune_optimizer=rmsprop"],
+         r"finetune_optimizer='rmsprop' is not valid; expected one of \['sgd', 'adam'\]"),
+        (["--config=dpf_lenet300_fmnist:dpf,0.9", "--config.data.name=digits", "--config.model.name=mlp",
+          "--config.train.epochs=1"], "no mask update reaches the target"),
+    ],
+)
+def test_config_errors_print_one_line_and_exit_2(tmp_path, args, message):
+    """Unknown keys, unknown names, bad values (found before the run or by the
+    pipeline once the data are known): one line, exit 2, no config.json left."""
+    import re
+
+    out = _run_cli(*args, f"--workdir={tmp_path / 'run'}")
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_cli_run_is_quiet_and_ends_with_a_summary_line(tmp_path):
+    out = _run_cli("--config=dense_digits", "--config.train.epochs=1", f"--data_dir={tmp_path / 'data'}",
+                   f"--workdir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.strip() == ""  # no orbax/jax INFO lines, no progress bar (not a terminal)
+    (line,) = out.stdout.strip().splitlines()
+    assert line.startswith("done: dense | test accuracy ") and f"results: {tmp_path / 'run'}" in line
+    assert "params kept" in line and "MACs kept" in line
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["summary"]["test_accuracy"] == results["final"]["test"]["accuracy"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"]["data_dir"] == str(tmp_path / "data")
+
+
+def test_summary_line_counts_params_and_macs():
+    from jaxprune.cli import summary_line
+    from jaxprune.pipelines import run_summary
+
+    kernel = np.ones((4, 3), np.float32)
+    params = {"Dense_0": {"kernel": kernel, "bias": np.zeros(3, np.float32)}}
+    mask = {"Dense_0": {"kernel": np.arange(12).reshape(4, 3) < 3, "bias": None}}
+    summary = run_summary("dpf", method="DPF 75%", test={"accuracy": 0.5, "loss": 1.0}, params=params,
+                          mask=mask)
+    # 9 of 12 kernel weights pruned; 15 parameters in all
+    assert summary["sparsity_prunable"] == 0.75 and summary["sparsity_all"] == pytest.approx(9 / 15)
+    assert summary["params_kept"] == 6 and summary["params_total"] == 15
+    line = summary_line(summary, 75.0, pathlib.Path("runs/x/results.json"))
+    assert line == ("done: DPF 75% | test accuracy 50.00% | sparsity 75.0% of prunable, 60.0% of all "
+                    "weights | params kept 6/15 (40.0%) | 1m 15s | results: runs/x/results.json")

@@ -16,7 +16,7 @@ import pytest
 from jaxprune.configs.dpf_base import PIPELINES
 from jaxprune.configs.dpf_lenet300_fmnist import get_config
 from jaxprune.pipelines import dpf as P
-from jaxprune.pipelines import get_pipeline
+from jaxprune.pipelines import ConfigError, get_pipeline
 from jaxprune.train import Hook
 
 TARGET = 0.8
@@ -25,8 +25,9 @@ STEPS_PER_EPOCH = 2  # 128 training examples (after the validation split), batch
 
 
 def _config(method: str, **method_kw):
-    """2 epochs x 2 steps of a 64-32-10 MLP on digits; the schedule ends at step 3
-    (the second lr decay at 75% of 4 steps) and the mask is updated every step."""
+    """2 epochs x 2 steps of a 64-32-10 MLP on digits; the schedule moves every
+    step and ends at step 3 (the second lr decay at 75% of 4 steps) and the mask
+    is updated every step. One-shot P+FT: 1 dense epoch and 1 fine-tuning epoch."""
     config = get_config(f"{method},{TARGET}")
     config.data.name = "digits"
     config.data.train_limit = 142  # 128 after the 10% validation split
@@ -38,6 +39,9 @@ def _config(method: str, **method_kw):
     config.train.log_every = 1
     config.train.checkpoint_every = 0  # epoch ends only (the kill tests checkpoint every step)
     config.method.update_every = 1
+    config.method.schedule_every = "step"
+    if method == "one_shot_ft":
+        config.train.epochs, config.method.finetune_epochs = 1, 1
     for k, v in method_kw.items():
         config.method[k] = v
     return config
@@ -133,8 +137,9 @@ def test_incremental_zeroes_pruned_weights_and_only_shrinks(outcome):
     assert prev == pytest.approx(_n_pruned(TARGET, m.size) / m.size)
 
 
-def test_one_shot_ft_keeps_pruned_weights_at_zero(outcome):
-    out = outcome("one_shot_ft")
+@pytest.mark.parametrize("method", ["one_shot_ft", "one_shot_split"])
+def test_one_shot_ft_keeps_pruned_weights_at_zero(method, outcome):
+    out = outcome(method)
     rec = out.record
     assert rec["dense_epochs"] == 1 and rec["epochs"] == EPOCHS
     (m, w), = _leaves(out.mask, out.state.params)
@@ -223,7 +228,9 @@ def test_schedule_end_and_last_update():
 @pytest.mark.parametrize(
     "key,value,match",
     [("target_sparsity", 1.0, "target_sparsity"), ("update_every", 0, "update_every"),
-     ("dense_fraction", 1.0, "dense_fraction"), ("scope", "filter", "scope"), ("typo", 1, "unknown keys")],
+     ("dense_fraction", 1.0, "dense_fraction"), ("scope", "row", "scope"), ("typo", 1, "unknown keys"),
+     ("schedule_every", "batch", "schedule_every"), ("finetune_optimizer", "rmsprop", "finetune_optimizer"),
+     ("reuse_workdir", 3, "reuse_workdir")],
 )
 def test_bad_method_options_raise(key, value, match):
     with pytest.raises(ValueError, match=match):
@@ -236,3 +243,84 @@ def test_too_few_steps_for_the_schedule_raise(tmp_path):
         P.train_method(config, tmp_path, "dpf")
     with pytest.raises(ValueError, match="method"):
         P.train_method(config, tmp_path, "lottery")
+
+
+def test_per_epoch_schedule_steps_the_target_once_per_epoch(tmp_path):
+    """Appendix A.2: Delta t = 1 epoch. 4 epochs x 2 steps, second decay at epoch 3:
+    the target during epoch e is s_f (1 - (1 - e / 3)^3) and reaches s_f at step 6."""
+    config = _config("dpf", schedule_every="epoch")
+    config.train.epochs = 4
+    out = P.train_method(config, tmp_path, "dpf")
+    n = 64 * 32
+    expected = [TARGET * (1.0 - (1.0 - e / 3.0) ** 3) for e in range(4)]  # epoch-end masks: steps 1, 3, 5, 7
+    got = [row["mask_sparsity"] for row in out.record["history"]]
+    assert got == pytest.approx([_n_pruned(s, n) / n for s in expected], abs=1e-7)
+    assert out.record["schedule_end_step"] == 6
+
+
+def test_structured_masks_keep_whole_filters_by_l2_norm():
+    rng = np.random.default_rng(3)
+    params = {"conv": {"kernel": rng.normal(size=(3, 3, 4, 10)).astype(np.float32)},
+              "dense": {"kernel": rng.normal(size=(40, 6)).astype(np.float32), "bias": np.zeros(6, np.float32)}}
+    flags = {"conv": {"kernel": True}, "dense": {"kernel": True, "bias": None}}
+    mask = P.magnitude_mask(params, 0.5, flags, scope="filter")
+    norms = np.concatenate([np.linalg.norm(params["conv"]["kernel"].reshape(-1, 10), axis=0),
+                            np.linalg.norm(params["dense"]["kernel"], axis=0)])
+    keep = np.zeros(16, bool)
+    keep[np.argsort(-norms, kind="stable")[:8]] = True  # global over the 16 units of both layers
+    conv, dense = np.asarray(mask["conv"]["kernel"]), np.asarray(mask["dense"]["kernel"])
+    assert np.all(conv == conv[:1, :1, :1, :]) and np.all(dense == dense[:1, :])  # whole units
+    np.testing.assert_array_equal(np.concatenate([conv[0, 0, 0], dense[0]]), keep)
+    assert mask["dense"]["bias"] is None
+
+
+def test_structured_dpf_prunes_whole_units(outcome, tmp_path):
+    out = P.train_method(_config("dpf", scope="filter"), tmp_path, "dpf")
+    (m, _), = _leaves(out.mask, out.state.params)
+    assert np.all(m == m[:1, :])  # a hidden unit is kept or dropped whole
+    assert int((~m[0]).sum()) == _n_pruned(TARGET, 32)
+    assert out.record["scope"] == "filter"
+
+
+def test_finetuning_reuses_a_finished_run_exactly(outcome, tmp_path):
+    """DPF + FT from a finished DPF run (reuse_workdir) equals DPF + FT trained in
+    one go; the record keeps the accuracy before fine-tuning."""
+    base = outcome("dpf")
+    whole = P.train_method(_config("dpf", finetune_epochs=1), tmp_path / "whole", "dpf")
+    reused = P.train_method(_config("dpf", finetune_epochs=1, reuse_workdir=str(base.trainer.workdir.parent)),
+                            tmp_path / "reused", "dpf")
+    for a, b in zip(jax.tree.leaves(whole.state.params), jax.tree.leaves(reused.state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert reused.record["test_acc_before_ft"] == base.record["test_acc"] == whole.record["test_acc_before_ft"]
+    assert reused.record["method"] == "DPF + FT" and reused.record["epochs"] == EPOCHS + 1
+    assert len(reused.record["history"]) == EPOCHS + 1
+    other = _config("dpf", finetune_epochs=1, reuse_workdir=str(base.trainer.workdir.parent),
+                    target_sparsity=0.5)
+    with pytest.raises(ConfigError, match="target_sparsity"):
+        P.train_method(other, tmp_path / "other", "dpf")
+
+
+def test_one_shot_ft_reuses_the_dense_run(tmp_path):
+    dense_cfg = _config("dense")
+    dense_cfg.train.epochs = 1  # the dense budget of _config("one_shot_ft")
+    dense = P.train_method(dense_cfg, tmp_path / "dense", "dense")
+    whole = P.train_method(_config("one_shot_ft"), tmp_path / "whole", "one_shot_ft")
+    reused = P.train_method(_config("one_shot_ft", reuse_workdir=str(tmp_path / "dense")),
+                            tmp_path / "reused", "one_shot_ft")
+    assert reused.record["test_acc_dense"] == dense.record["test_acc"] == whole.record["test_acc_dense"]
+    for a, b in zip(jax.tree.leaves(whole.state.params), jax.tree.leaves(reused.state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_finetuning_optimizer_and_method_rules(tmp_path):
+    out = P.train_method(_config("incremental", finetune_epochs=1, finetune_optimizer="adam"),
+                         tmp_path / "adam", "incremental")
+    assert out.trainer.cfg["optimizer"] == "adam" and out.record["finetune_optimizer"] == "adam"
+    assert out.record["method"] == "Incremental + FT"
+    with pytest.raises(ConfigError, match="finetune_epochs"):
+        P.train_method(_config("one_shot_ft", finetune_epochs=0), tmp_path / "a", "one_shot_ft")
+    with pytest.raises(ConfigError, match="reuse_workdir"):
+        P.train_method(_config("dense", reuse_workdir=str(tmp_path)), tmp_path / "b", "dense")
+    with pytest.raises(ConfigError, match="no finished run"):
+        P.train_method(_config("one_shot_ft", reuse_workdir=str(tmp_path / "none")), tmp_path / "c",
+                       "one_shot_ft")

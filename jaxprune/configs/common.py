@@ -91,7 +91,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     file), or on an unknown pipeline / dataset / model / optimizer / schedule /
     dtype name; messages list the valid choices. Streaming datasets may have any
     name (a tfds name or an image folder): their loader checks it."""
-    from jaxprune.pipelines import PIPELINES
+    from jaxprune.pipelines import PIPELINES, check_config
     from jaxprune.train import DATASET_NAMES, MODEL_NAMES
 
     _check_keys(config, base_config(), "")
@@ -109,3 +109,4 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             value = value[part]
         if value not in valid:
             raise ValueError(f"config.{path}={value!r} is not valid; expected one of {list(valid)}")
+    check_config(config)

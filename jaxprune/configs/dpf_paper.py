@@ -8,7 +8,10 @@
 
 Data is streamed (grain): CIFAR-10 from a prepared tensorflow-datasets copy or
 an image folder, never held in memory whole.
-CIFAR batch 128; SGD + Nesterov 0.9 everywhere. Argument ``model,method,target``:
+CIFAR batch 128; SGD + Nesterov 0.9 everywhere; all 50,000 CIFAR training
+images (the paper holds out no validation split); 60 fine-tuning epochs for
+One-shot P+FT and the "+FT" rows (Table 2). Argument ``model,method,target``
+(methods: ``jaxprune/configs/dpf_base.py`` METHODS):
 
     python -m experiments.run --config jaxprune/configs/dpf_paper.py:wrn28_2,dpf,0.95 --workdir runs/x
 
@@ -50,6 +53,7 @@ def get_config(arg: str | None = "resnet20,dpf,0.9"):
         t.epochs, t.lr, t.weight_decay, t.milestones, t.lr_decay_factor = epochs, lr, wd, milestones, factor
         t.batch_size = 128
         config.data.streaming = True  # tfds' ArrayRecord copy (or an image folder), read lazily
+        config.data.val_fraction = 0.0  # train on all 50k; the paper has no validation split
     else:
         imagenet_recipe(config)  # jaxprune/configs/dpf_imagenet_resnet50.py
     return config

@@ -5,8 +5,9 @@ A pipeline is ``run(config, workdir) -> dict`` (results, also written to
 ``@register("name")``; every module here is imported on first use of the
 registry, so a new pipeline needs no edit of this file.
 
-Shared helpers: :func:`setup` (dataset + model from a config) and
-:func:`write_results`.
+Shared helpers: :func:`setup` (dataset + model from a config),
+:func:`write_results`, :func:`run_summary` (the ``summary`` entry of the
+results, printed by the command line as one line), :func:`progress`.
 """
 
 from __future__ import annotations
@@ -23,18 +24,47 @@ import numpy as np
 
 Pipeline = Callable[[Any, str], dict]
 PIPELINES: dict[str, Pipeline] = {}
+CHECKS: dict[str, Callable[[Any], Any]] = {}
 
 
-def register(name: str) -> Callable[[Pipeline], Pipeline]:
-    """Decorator adding ``run(config, workdir)`` to :data:`PIPELINES` under ``name``."""
+class ConfigError(ValueError):
+    """A config value a pipeline cannot run with (the message names the key and
+    the valid values). The command line prints it as one line and exits 2."""
+
+
+def register(name: str, *, check: Callable[[Any], Any] | None = None) -> Callable[[Pipeline], Pipeline]:
+    """Decorator adding ``run(config, workdir)`` to :data:`PIPELINES` under ``name``.
+    ``check(config)``: the pipeline's own config validation, run by
+    :func:`check_config` before anything is written (raises ``ValueError`` /
+    ``TypeError`` naming the key)."""
 
     def add(fn: Pipeline) -> Pipeline:
         if name in PIPELINES and PIPELINES[name] is not fn:
             raise ValueError(f"pipeline name={name!r} is already registered")
         PIPELINES[name] = fn
+        if check is not None:
+            CHECKS[name] = check
         return fn
 
     return add
+
+
+def check_config(config: Any) -> None:
+    """Run the registered check of ``config.pipeline`` (if any); its
+    ``ValueError`` / ``TypeError`` is re-raised as :class:`ConfigError`."""
+    check = CHECKS.get(config.pipeline)
+    if check is None:
+        return
+    try:
+        check(config)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+
+
+def progress(config: Any) -> bool | None:
+    """The ``progress`` argument of ``Trainer.fit`` for ``config``: ``None`` (a bar
+    when stderr is a terminal) unless ``config.train.progress_bar`` is off."""
+    return None if config.train.get("progress_bar", True) else False
 
 
 def _discover() -> None:
@@ -167,6 +197,61 @@ def start_run(config: Any, workdir: str | pathlib.Path, *, allow_config_change: 
         workdir.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(config.to_json_best_effort(indent=2) + "\n")
     return saved_path
+
+
+def run_summary(
+    pipeline: str,
+    *,
+    method: str | None = None,
+    test: dict | None = None,
+    params: Any = None,
+    mask: Any = None,
+    model: Any = None,
+    input_shape: tuple[int, ...] | None = None,
+    batch_stats: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``summary`` entry of a pipeline's results: what the run's last line says.
+
+    ``test``: the test-split metrics (``accuracy`` or ``loss``). With ``params``
+    and ``mask`` (``None`` leaves: not prunable; ``mask=None``: dense): the
+    achieved sparsity over the prunable weights and over all weights, and the
+    parameters kept; with ``model`` and ``input_shape`` (one example, no batch
+    axis) also the multiply-accumulates kept, counted from the jaxpr
+    (:func:`jaxprune.measures.cost`; ``batch_stats``: the model's BatchNorm
+    statistics, if it has any). ``extra``: more ``name=value`` fields."""
+    import jax
+
+    from jaxprune.tree import full_mask, is_none
+
+    out: dict[str, Any] = {"pipeline": pipeline, "method": method or pipeline}
+    if test:
+        out["test_accuracy"] = test.get("accuracy")
+        out["test_loss"] = test.get("loss")
+    if params is not None:
+        mask_tree = full_mask(params) if mask is None else mask
+        leaves = jax.tree.leaves(params)
+        masks = jax.tree.leaves(mask_tree, is_leaf=is_none)
+        n_all = sum(int(np.size(w)) for w in leaves)
+        n_prunable = sum(int(np.size(m)) for m in masks if m is not None)
+        kept_prunable = sum(int(np.count_nonzero(np.asarray(m))) for m in masks if m is not None)
+        pruned = n_prunable - kept_prunable
+        out.update(sparsity_prunable=pruned / n_prunable if n_prunable else 0.0,
+                   sparsity_all=pruned / n_all if n_all else 0.0,
+                   params_kept=n_all - pruned, params_total=n_all)
+        if model is not None and input_shape is not None:
+            variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+            out.update(_macs(model, variables, mask, input_shape))
+    out["extra"] = {k: v for k, v in extra.items() if v is not None}
+    return out
+
+
+def _macs(model: Any, variables: Any, mask: Any, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """``macs_kept`` / ``macs_total`` of one example, read from the jaxpr."""
+    from jaxprune.measures.cost import cost
+
+    report = cost(model, variables, mask, input_shape)
+    return {"macs_kept": float(report["macs_kept"]), "macs_total": float(report["macs"])}
 
 
 def write_results(workdir: str | pathlib.Path, results: dict, name: str = "results.json") -> pathlib.Path:

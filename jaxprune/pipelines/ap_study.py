@@ -53,7 +53,7 @@ from jax.scipy.linalg import solve_triangular
 from jaxprune import masks, measures
 from jaxprune._validate import check_choice, check_number
 from jaxprune.capture import capture_layers
-from jaxprune.pipelines import register, setup, write_results
+from jaxprune.pipelines import progress, register, setup, write_results
 from jaxprune.train import FunctionHook, Trainer, replicated_sharding
 from jaxprune.transforms import masked_update, set_mask
 from jaxprune.tree import PyTree, apply_mask, fresh_copy, is_none, path_str
@@ -423,7 +423,7 @@ def _original(config: Any, trainer: Trainer, seed: int) -> tuple[Any, list[str]]
         state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
         state = jax.device_put(fresh_copy(state), replicated_sharding(trainer.mesh))
     if not m["pretrained_checkpoint"] or m["train_from_checkpoint"]:
-        state = trainer.fit(state, progress=False)
+        state = trainer.fit(state, progress=progress(config))
     return fresh_copy(state), skipped
 
 

@@ -49,7 +49,7 @@ import numpy as np
 from jaxprune import masks, sap
 from jaxprune._validate import check_choice, check_number
 from jaxprune.measures import pq_index
-from jaxprune.pipelines import register, setup, write_results
+from jaxprune.pipelines import progress, register, setup, write_results
 from jaxprune.train import Checkpointer, Trainer, replicated_sharding
 from jaxprune.transforms import masked_update, set_mask
 from jaxprune.tree import PyTree, apply_mask, fresh_copy, full_mask, path_str, resolve_prunable
@@ -247,7 +247,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
             round_dir = root / f"round_{t:02d}"
             # each round: its own checkpoints, and a new data order (as a reshuffling loader)
             trainer.workdir, trainer.seed = round_dir, int(config.seed) + 1000 * t
-            state = trainer.fit(state0, resume=bool(config.resume), progress=False)
+            state = trainer.fit(state0, resume=bool(config.resume), progress=progress(config))
             best = state
             if len(dataset.val.y):
                 best, _ = trainer.restore(state, best=True)

@@ -57,7 +57,7 @@ import numpy as np
 from jaxprune import masks, sipp
 from jaxprune._validate import check_choice, check_number
 from jaxprune.measures.cost import cost
-from jaxprune.pipelines import first_batch, register, setup, write_results
+from jaxprune.pipelines import first_batch, progress, register, setup, write_results
 from jaxprune.pipelines.iterative import RoundContext, rewind
 from jaxprune.train import Checkpointer, Trainer, per_example_loss, replicated_sharding
 from jaxprune.transforms import masked_update
@@ -257,7 +257,7 @@ def run_random_init(config: Any, workdir: str | pathlib.Path) -> dict:
     rec.update(_cost_fields(model, params, state0.batch_stats, mask, dataset))
     rec["prune_time_s"] = time.perf_counter() - tic
     start = rewind(state0, params, state0.batch_stats, mask, trainer.tx)
-    state = trainer.fit(start, resume=bool(config.resume), progress=False)
+    state = trainer.fit(start, resume=bool(config.resume), progress=progress(config))
     rec["pruned_nonzero"] = _nonzero_outside(state.params, mask)
     rec["test_acc"] = trainer.evaluate(state, "test")["accuracy"]
     rec["val_acc"] = trainer.evaluate(state, "val")["accuracy"] if len(dataset.val.y) else None
@@ -328,7 +328,7 @@ def run_iterative(config: Any, workdir: str | pathlib.Path) -> dict:
             start = jax.device_put(rewind(state0, params, stats, mask, trainer.tx), replicated)
             round_dir = root / f"round_{t:02d}"
             trainer.workdir, trainer.seed = round_dir, int(config.seed) + 1000 * t
-            state = trainer.fit(start, resume=bool(config.resume), progress=False)
+            state = trainer.fit(start, resume=bool(config.resume), progress=progress(config))
             params, stats = state.params, state.batch_stats
             rec["test_acc"] = trainer.evaluate(state, "test")["accuracy"]
             rec["val_acc"] = trainer.evaluate(state, "val")["accuracy"] if len(dataset.val.y) else None

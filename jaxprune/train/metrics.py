@@ -1,4 +1,4 @@
-"""Metric writers (JSONL + TensorBoard) and the progress bar.
+"""Metric writers (JSONL + TensorBoard), the progress bar and the log level.
 
 ``metrics.jsonl``: one JSON object per line, ``{"step": int, "split": str,
 <name>: float, ...}``. TensorBoard scalars are tagged ``<split>/<name>``.
@@ -94,3 +94,16 @@ def progress_bar(
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm.tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True)
+
+
+def quiet_logs(verbose: bool = False) -> None:
+    """Show the INFO logs of absl/python-logging users (orbax: one line per file
+    it saves; jax) only when ``verbose``; warnings and errors always."""
+    import logging as py_logging
+
+    from absl import logging
+
+    level = logging.INFO if verbose else logging.WARNING
+    logging.set_verbosity(level)
+    for name in ("jax", "orbax", "absl"):
+        py_logging.getLogger(name).setLevel(py_logging.INFO if verbose else py_logging.WARNING)
