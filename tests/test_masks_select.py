@@ -431,6 +431,11 @@ def test_n_m_dense_and_conv_input_axes_by_hand():
     c = jnp.asarray(np.array([[4, 3, 2, 1], [1, 2, 3, 4]], np.float32).reshape(1, 2, 4, 1))
     got = jp.masks.topk({"c": c}, None, scope="1:2")["c"][0, :, :, 0]
     np.testing.assert_array_equal(np.asarray(got), [[1, 0, 1, 0], [0, 1, 0, 1]])
+    # groups larger than 32 take the bisection path: same rule (integer scores: many ties)
+    x = np.random.default_rng(2).integers(0, 4, (2, 128, 3)).astype(np.float32)  # (out, in, k), out_axis=0
+    valid = np.random.default_rng(3).random(x.shape) < 0.7
+    got = jp.masks.topk({"x": jnp.asarray(x)}, None, scope="5:64", mask={"x": jnp.asarray(valid)}, out_axis=0)
+    np.testing.assert_array_equal(np.asarray(got["x"]), ref_nm(x, valid, 5, 64, 1))
 
 
 def test_n_m_traced_sparsity_and_dpf():

@@ -42,12 +42,15 @@ key 1, i.e. NaN is the lowest score). The k-th largest key ``t`` is found
 without concatenating the leaves (sharded leaves stay sharded: XLA inserts the
 reductions' collectives): for a pool that is whole leaves (global, filter,
 layer) by two 16-bit radix-histogram passes (scatter-adds into 65,536 bins,
-each searched in two levels of 256); for many pools per leaf (neuron, N:M groups) by 32
-rounds of bisection on its bits, each one fused pass ``sum(keys >= cand)``.
-If ``count(keys >= t) == k`` the mask is ``keys >= t``; otherwise the first
-``need`` ties at ``t`` in flat order are kept: for whole-leaf pools the flat
-index of the last one is found from per-block tie counts (blocks of ~sqrt(n)
-entries) and one block's cumulative count, per column by a cumulative count.
+each searched in two levels of 256); for many pools per leaf (neuron, N:M
+groups of more than 32) by 32 rounds of bisection on its bits, each one fused
+pass ``sum(keys >= cand)``. If ``count(keys >= t) == k`` the mask is
+``keys >= t``; otherwise the first ``need`` ties at ``t`` in flat order are
+kept: for whole-leaf pools the flat index of the last one is found from
+per-block tie counts (blocks of ~sqrt(n) entries) and one block's cumulative
+count, per column by a cumulative count. N:M groups of ``M <= 32`` entries
+rank each key against the ``M`` of its group (``M`` fused compare passes, in
+the leaf's own layout: no transpose) and keep ranks below ``N``.
 
 The keys come from integer operations on the float32 bit pattern only, so
 the ranking is exact for every float32 score, subnormals included (XLA:CPU
@@ -346,6 +349,27 @@ def input_axis(ndim: int, out_axis: int) -> int:
     return ndim - 2 if out_axis == ndim - 1 else out_axis + 1
 
 
+# Up to this group size, N:M ranks each entry against the others of its group
+# (m compare passes); larger groups use the 32-round bisection of select_columns.
+_NM_PAIRWISE_MAX = 32
+
+
+@partial(jax.jit, static_argnames=("axis", "m"))
+def _nm_pairwise(key: jax.Array, k: jax.Array, *, axis: int, m: int) -> jax.Array:
+    """N:M selection in place, for small ``m``: the rank of each key in its group
+    (the number of group members with a larger key, or an equal key at a lower
+    index) is below ``k``; keys 0 (masked) are never kept. No transpose: the
+    leaf is viewed as ``(before, in / m, m, after)`` and reshaped back."""
+    shape = key.shape
+    g = key.reshape(int(np.prod(shape[:axis])), shape[axis] // m, m, -1)
+    pos = lax.broadcasted_iota(jnp.int32, g.shape, 2)
+    rank = jnp.zeros(g.shape, jnp.int32)
+    for j in range(m):
+        other = g[:, :, j : j + 1, :]
+        rank += ((other > g) | ((other == g) & (pos > j))).astype(jnp.int32)
+    return ((rank < k) & (g > 0)).reshape(shape)
+
+
 def _nm_view(x: jax.Array, axis: int, m: int) -> jax.Array:
     """``x`` as ``(m, groups)``: one column per group of ``m`` consecutive
     entries along ``axis`` (row = position in the group)."""
@@ -536,19 +560,23 @@ def topk(
             result[i] = keep if valid is None else keep & valid
         return jax.tree.unflatten(treedef, result)
 
-    keys, ks = [], []
-    for _, name, s, valid, _, sp, axis in chosen:
+    keys, ks, rest = [], [], []
+    for i, name, s, valid, shape, sp, axis in chosen:
         key = score_keys(s, valid, largest=largest)
         if scope == "layer":
             keys.append(key.reshape(-1, 1))
             ks.append(_num_kept(sp, int(key.size), f"sparsity[{name}]"))
         elif nm is not None:
+            if nm[1] <= _NM_PAIRWISE_MAX:
+                result[i] = _nm_pairwise(key, k_nm, axis=axis, m=nm[1])
+                continue
             keys.append(_nm_view(key, axis, nm[1]))
             ks.append(k_nm)
         else:
             keys.append(neuron_view(key, out_axis))
             ks.append(_num_kept(sp, int(keys[-1].shape[0]), "sparsity"))
-    for (i, _, _, _, shape, _, axis), keep in zip(chosen, select_columns(keys, ks), strict=True):
+        rest.append((i, shape, axis))
+    for (i, shape, axis), keep in zip(rest, select_columns(keys, ks) if keys else [], strict=True):
         if nm is not None:
             result[i] = _nm_unview(keep, shape, axis, nm[1])
         elif scope == "neuron" and shape:
