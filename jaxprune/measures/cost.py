@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -151,7 +151,7 @@ def _densities(variables: PyTree, mask: PyTree | None) -> tuple[list[str], list[
     if mask is None:
         return paths, sizes, kept
     base, prefix = variables, ""
-    if isinstance(variables, dict) and "params" in variables:
+    if isinstance(variables, Mapping) and "params" in variables:
         same = jax.tree.structure(mask, is_leaf=is_none) == jax.tree.structure(variables, is_leaf=is_none)
         if not same:
             base, prefix = variables["params"], "params/"
@@ -263,7 +263,7 @@ def _report(
     in_params = [
         i
         for i, p in enumerate(paths)
-        if not (isinstance(variables, dict) and "params" in variables) or p.startswith("params/")
+        if not (isinstance(variables, Mapping) and "params" in variables) or p.startswith("params/")
     ]
     total = {
         "params": sum(sizes[i] for i in in_params),
