@@ -195,3 +195,23 @@ def test_result_is_consistent():
     assert c["macs"] == sum(e["macs"] for e in c["layers"].values())
     assert c["params"] == 272_474 == jp.train.models.param_count(model, (32, 32, 3))
     assert math.isclose(c["macs_ratio"], 1.0)
+
+
+def test_study_kept_columns():
+    """experiments.study_cost (the study reports' "params kept" / "MACs kept"):
+    LeNet-300-100 with 90% of its two hidden kernels pruned keeps 27,930 of
+    266,610 params and 27,520 of 266,200 MACs (one MAC per weight); a conv
+    net's MACs are not determined by a pruned count alone; a stored summary
+    wins."""
+    from experiments import study_cost
+
+    pruned = round(0.9 * (784 * 300 + 300 * 100))
+    params, macs = study_cost.kept_fractions("lenet300", "fashion_mnist", pruned)
+    assert math.isclose(params, 27_930 / 266_610) and math.isclose(macs, 27_520 / 266_200)
+    assert study_cost.kept_fractions("resnet20", "cifar10", 1000)[1] is None
+    summary = {"params_kept": 1, "params_total": 4, "macs_kept": 1, "macs_total": 8}
+    assert study_cost.kept_fractions("resnet20", "cifar10", 1000, summary) == (0.25, 0.125)
+    assert study_cost.cell({"A": (0.1, None), "B": (0.1, None)}, 0) == "10.00%"
+    assert study_cost.cell({"A": (0.1, None), "B": (0.1004, None)}, 0) == "10.00-10.04%"
+    assert study_cost.cell({"A": (0.1, None), "B": (0.2, None)}, 0) == "A 10.00%, B 20.00%"
+    assert study_cost.cell({"A": (0.1, None)}, 1) == "n/a"
