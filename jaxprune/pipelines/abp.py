@@ -28,7 +28,7 @@ import optax
 
 from jaxprune import abp
 from jaxprune._validate import check_number
-from jaxprune.pipelines import register, setup, write_results
+from jaxprune.pipelines import register, run_summary, setup, write_results
 from jaxprune.train import make_optimizer, per_example_loss
 
 PyTree = Any
@@ -143,5 +143,8 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
         "records": records,
         "timing": {"train_s": t_train, "prune_and_eval_s": t_prune},
     }
+    dense_mse = float(np.mean([r["mse_orig"] for r in records]))
+    results["summary"] = run_summary("abp", method="ABP study", runs=len(records), replications=reps,
+                                     dense_test_mse=f"{dense_mse:.4g}")
     write_results(workdir, results)
     return results
