@@ -73,6 +73,21 @@ def test_polynomial_schedule_closed_form():
     assert float(jp.masks.constant_schedule(0.3)(7)) == pytest.approx(0.3)
 
 
+@pytest.mark.parametrize(("s_i", "s_f", "t0", "n", "dt"), [(0.0, 0.9, 0, 10, 16), (0.2, 0.95, 100, 25, 40)])
+def test_polynomial_schedule_zhu_gupta_closed_form(s_i, s_f, t0, n, dt):
+    """Zhu & Gupta (2017), eq. 1: s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3 at the
+    pruning steps t = t0, t0 + dt, ..., t0 + n dt; s_i before t0 and s_f after the last."""
+    schedule = jp.masks.polynomial_schedule(s_f, t0, t0 + n * dt, init_sparsity=s_i)
+    ts = np.array([0, *(t0 + k * dt for k in range(n + 1)), t0 + n * dt + 7, 10**6])
+    ref = np.array([s_f + (s_i - s_f) * (1 - min(max((t - t0) / (n * dt), 0.0), 1.0)) ** 3 for t in ts])
+    eager = np.array([float(schedule(int(t))) for t in ts])
+    jitted = np.asarray(jax.jit(jax.vmap(schedule))(jnp.asarray(ts, jnp.int32)))
+    assert jitted.dtype == np.float32
+    np.testing.assert_allclose(eager, ref, rtol=0, atol=1.2e-7)  # float32 rounding of values <= 1
+    np.testing.assert_allclose(jitted, ref, rtol=0, atol=1.2e-7)
+    assert eager[-1] == np.float32(s_f)  # exactly the target once the ramp is over
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [

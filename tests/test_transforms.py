@@ -3,6 +3,7 @@ state lookup, checkpointing and sharding. References are plain numpy."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxprune as jp
-from jaxprune.transforms import DPFState, default_prunable, dpf_diagnostics
+from jaxprune.transforms import DPFState, dpf_diagnostics, paper_prunable
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -265,12 +266,53 @@ def test_random_scorer_uses_key_and_is_reproducible():
     assert a.sum() == 12 and not np.array_equal(a, c)
 
 
-def test_default_prunable_rule():
+def test_paper_prunable_rule():
     mlp = {f"Dense_{i}": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)} for i in range(11)}
-    flags = default_prunable(mlp)
+    flags = paper_prunable(mlp)
     assert flags["Dense_10"]["kernel"] is False  # natural order: Dense_10 is the last layer
     assert all(flags[f"Dense_{i}"]["kernel"] for i in range(10))
     assert not any(flags[f"Dense_{i}"]["bias"] for i in range(11))
+
+
+def test_summarize_agrees_with_dpf_diagnostics_on_the_readme_snippet():
+    """The README's DPF snippet as written. DPF prunes the paper's set (the last
+    dense layer stays dense) while summarize's default set is every kernel:
+    summarize over the optimizer's mask (or paper_prunable) reports what
+    dpf_diagnostics reports; both are checked against a numpy count of zeros."""
+    model = nn.Sequential([nn.Dense(300), nn.relu, nn.Dense(100), nn.relu, nn.Dense(10)])
+    batch = {"x": jax.random.normal(jax.random.key(0), (128, 784)), "y": jnp.arange(128) % 10}
+    params = model.init(jax.random.key(1), batch["x"])["params"]
+
+    def loss(params, batch):
+        logits = model.apply({"params": params}, batch["x"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    tx = optax.chain(jp.optax.dpf(jp.masks.polynomial_schedule(0.9, 0, 64)),
+                     optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True))
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        w_tilde = jp.optax.sparse_params(params, opt_state)
+        grads = jax.grad(loss)(w_tilde, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    opt_state = tx.init(params)
+    for _ in range(65):
+        params, opt_state = step(params, opt_state, batch)
+    pruned = jp.optax.sparse_params(params, opt_state)
+    diag = float(dpf_diagnostics(opt_state)["sparsity"])
+
+    kernels = {k: np.asarray(v["kernel"]) for k, v in pruned.items()}
+    pruned_kernels = ["layers_0", "layers_2"]  # the paper's set: all but the last dense kernel
+    ref = sum((kernels[k] == 0).sum() for k in pruned_kernels) / sum(kernels[k].size for k in pruned_kernels)
+    ref_all = sum(np.count_nonzero(v) for v in kernels.values()) / sum(v.size for v in kernels.values())
+    assert abs(ref - 0.9) <= 1 / (784 * 300 + 300 * 100)
+    by_mask = jp.summarize(pruned, prunable=jp.optax.get_mask(opt_state))["prunable"]
+    by_paper = jp.summarize(pruned, prunable=paper_prunable(params))["prunable"]
+    assert by_mask == by_paper
+    np.testing.assert_allclose([1 - by_mask["density"], diag], ref, rtol=1e-6)
+    np.testing.assert_allclose(jp.summarize(pruned)["prunable"]["density"], ref_all, rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- masked_update

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxprune._validate import check_number
 
@@ -67,7 +68,16 @@ def polynomial_schedule(
 
     so ``s_t = init_sparsity`` for ``t <= begin_step`` and ``final_sparsity``
     for ``t >= end_step``. Requires ``end_step > begin_step >= 0``, sparsities
-    in ``[0, 1]`` and ``power > 0``.
+    in ``[0, 1]`` and ``power > 0`` (``ValueError`` naming the argument
+    otherwise; optax itself would silently hold a constant).
+
+    A validated front end to ``optax.polynomial_schedule`` (``init_value =
+    init_sparsity``, ``end_value = final_sparsity``, ``transition_begin =
+    begin_step``, ``transition_steps = end_step - begin_step``), returning
+    float32. With traced step arguments (built under ``jit``, e.g. by
+    ``optax.inject_hyperparams``), where optax's Python check of
+    ``transition_steps`` cannot run, optax's schedule is evaluated on the
+    progress fraction instead (``transition_steps = 1``): the same values.
 
     >>> import jax.numpy as jnp
     >>> import jaxprune as jp
@@ -83,12 +93,18 @@ def polynomial_schedule(
     if not (_traced(begin_step) or _traced(end_step)) and end_step <= begin_step:
         raise ValueError(f"end_step={end_step!r} must be greater than begin_step={begin_step!r}")
     s_f, s_i = _as_float(final_sparsity), _as_float(init_sparsity)
-    t0, t1 = (jnp.asarray(x, jnp.float32) if _traced(x) else x for x in (begin_step, end_step))
+    if _traced(begin_step) or _traced(end_step):
+        t0, t1 = (jnp.asarray(x, jnp.float32) for x in (begin_step, end_step))
+        base = optax.polynomial_schedule(s_i, s_f, power, transition_steps=1)
+        count = lambda step: (jnp.asarray(step, jnp.float32) - t0) / (t1 - t0)
+    else:
+        base = optax.polynomial_schedule(
+            s_i, s_f, power, transition_steps=end_step - begin_step, transition_begin=begin_step
+        )
+        count = lambda step: jnp.asarray(step)
 
     def schedule(step: Any) -> jax.Array:
-        t = jnp.asarray(step, jnp.float32)
-        progress = jnp.clip((t - t0) / (t1 - t0), 0.0, 1.0)
-        return jnp.asarray(s_f + (s_i - s_f) * (1.0 - progress) ** power, jnp.float32)
+        return jnp.asarray(base(count(step)), jnp.float32)
 
     return _mark(schedule, final_sparsity, init_sparsity, power, begin_step, end_step)
 
