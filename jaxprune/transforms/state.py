@@ -25,6 +25,7 @@ from jaxprune.tree import (
     PyTree,
     is_none,
     path_str,
+    unwrap_variables,
 )
 
 # Every state type holding a ``mask`` field that get_mask / sparse_params read.
@@ -186,21 +187,28 @@ def sparse_params(params: PyTree, opt_state: PyTree) -> PyTree:
     """``m * w``: the params with the current mask applied (pruned entries
     exactly 0, non-prunable leaves unchanged, the same objects); the weights of
     the forward pass and of the final sparse model. Jittable, no recomputation.
-    Combines the masks of several branches as :func:`get_mask` does."""
-    return _map_masked(
+    Combines the masks of several branches as :func:`get_mask` does. The result
+    has ``params``' structure: Flax NNX ``nnx.Param`` params with the state of an
+    ``nnx.Optimizer`` (which wraps its arrays in ``OptVariable``) stay ``nnx.Param``."""
+    out = _map_masked(
         lambda m, w: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
-        get_mask(opt_state),
-        params,
+        unwrap_variables(get_mask(opt_state)),
+        unwrap_variables(params),
         what="params",
     )
+    treedef = jax.tree.structure(params, is_leaf=is_none)  # params' wrappers (nnx.Param), out's values
+    return jax.tree.unflatten(treedef, jax.tree.leaves(out, is_leaf=is_none))
 
 
 def dpf_diagnostics(opt_state: PyTree) -> dict[str, jax.Array]:
     """DPF diagnostics read from the state (no recomputation of the mask):
     ``step`` (updates done), ``target_sparsity``, ``delta`` and ``flip_fraction``
     (all as of the last mask update, see :class:`DPFState`), and ``sparsity``
-    (achieved fraction of pruned entries of the current mask, over the
-    prunable leaves). Jittable; values are 0-d arrays."""
+    (achieved fraction of pruned entries of the current mask, over the leaves
+    the dpf prunes: its ``prunable``, by default :func:`paper_prunable`, which
+    on an MLP leaves the last layer out while :func:`jaxprune.summarize`'s
+    default counts it; ``jp.summarize(w, prunable=get_mask(opt_state))``
+    reports over the same leaves). Jittable; values are 0-d arrays."""
     state = _one_state(opt_state, (DPFState,))
     leaves = [m for m in jax.tree.leaves(state.mask) if m is not None]
     total = sum(m.size for m in leaves)
