@@ -599,6 +599,9 @@ def pq_index(
     >>> params = {"kernel": jnp.array([[1.0, 1.0], [0.0, 1.0]]), "bias": jnp.zeros(2)}
     >>> jp.measures.pq_index(params, scope="neuron")                            # one value per output unit
     {'bias': None, 'kernel': Array([0.5, 0. ], dtype=float32)}
+    >>> eqx = {"weight": params["kernel"].T}                                    # equinox layout (out, in)
+    >>> jp.measures.pq_index(eqx, scope="neuron", out_axis=0)["weight"]
+    Array([0.5, 0. ], dtype=float32)
     """
     _check_p_q(p, q)
     return _run(params, mask, prunable, scope, (float(p), float(q)), _pq_final, out_axis=out_axis)
