@@ -76,7 +76,7 @@ def run(out: pathlib.Path, epochs: int, ft_epochs: int) -> dict:
                      "wall_s": rec["wall_s"]})
         r = rows[-1]
         print(f"  {r['method']:<14} {100 * target:3.0f}%  test {100 * r['test_accuracy']:5.1f}%  "
-              f"PQI {r['pq_index']:.3f}  ({r['wall_s']:.0f} s)", flush=True)
+              f"PQI {r["pq_index"]:.4f}  ({r['wall_s']:.0f} s)", flush=True)
 
     dense_dir = work / "dense"
     add("dense", 0.0, train_method(_config("dense", 0.0, epochs, ft_epochs), dense_dir, "dense"))
@@ -131,7 +131,7 @@ def _print_table(results: dict) -> None:
     print(f"\n{'method':<16}{'target':>7}{'reached':>9}{'test acc':>10}{'PQ Index':>10}")
     for r in results["rows"]:
         print(f"{r['method']:<16}{100 * r['target']:>6.0f}%{100 * r['sparsity']:>8.1f}%"
-              f"{100 * r['test_accuracy']:>9.1f}%{r['pq_index']:>10.3f}")
+              f"{100 * r['test_accuracy']:>9.1f}%{r["pq_index"]:>10.4f}")
     print(f"({results['seconds']:.0f} s on {results['devices']} device(s))")
 
 

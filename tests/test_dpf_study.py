@@ -27,11 +27,12 @@ def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
     assert record["diverged_loss"] in ("nan", "inf")
     # One epoch row per epoch finished before the divergence (log_every=1, 2 steps per epoch).
     assert len(record["history"]) == (err.value.step - 1) // 2
-    assert dpf_study._key(record) == ("mlp", "dpf", 0.8, 0, 3, -1)
+    assert dpf_study._key(record) == ("mlp", "dpf", 0.8, 0, 3, -1, None, None)
 
 
 def _run(method: str, target: float, seed: int, acc: float | None) -> dict:
-    r = dict(model="lenet300", dataset="fashion_mnist", method_id=method, target_sparsity=target, seed=seed,
+    r = dict(model="lenet300", dataset="fashion_mnist", method_id=method, study_method=method,
+             target_sparsity=target, seed=seed,
              epochs=60, train_examples=54000, wall_s=100.0, sparsity_prunable=target, sparsity_all=target,
              history=[{"delta": 0.1}, {"delta": 0.2}], mask_convergence=[1.0, 0.5, 0.1])
     return {**r, "test_acc": None, "diverged": True} if acc is None else {**r, "test_acc": acc}
@@ -44,8 +45,9 @@ def test_report_counts_diverged_runs_and_leaves_them_out_of_the_means(tmp_path):
     records += [_run("one_shot_ft", 0.99, s, 0.85) for s in (0, 1, 2)]
     records += [_run("dpf", 0.98, s, None) for s in (0, 1)] + [_run("incremental", 0.98, 0, 0.8)]
     table = "\n".join(dpf_study.table(records))
-    assert "| 0.99 | 87.00 +- 1.41 (n=2; 1 diverged) | 89.00 +- 1.00 (n=3) | 85.00 +- 0.00 (n=3) |" in table
-    assert "| 0.98 | all 2 diverged | 80.00 +- 0.00 (n=1) | - |" in table
+    # Table 2's column order: One-shot P+FT, Incremental, DPF
+    assert "| 0.99 | 85.00 +- 0.00 (n=3) | 89.00 +- 1.00 (n=3) | 87.00 +- 1.41 (n=2; 1 diverged) |" in table
+    assert "| 0.98 | - | 80.00 +- 0.00 (n=1) | all 2 diverged |" in table
     claim = "\n".join(dpf_study.claim_check(records))
     assert "| lenet300 | 0.99 | -2.00 | +2.00 | 1.00 | NO | DPF 1/3 |" in claim
     assert "| lenet300 | 0.98 | +nan | +nan | nan | NO | DPF 2/2 |" in claim
@@ -60,7 +62,7 @@ def test_claim_check_skips_a_baseline_that_was_not_run():
     records = [_run(m, 0.99, s, acc) for m, acc in (("dpf", 0.87), ("incremental", 0.88)) for s in (0, 1)]
     claim = "\n".join(dpf_study.claim_check(records))
     assert "- DPF >= Incremental at >= 0.95: FAILS at 0.99 (-1.00 pp)." in claim
-    assert "- DPF >= One-shot+FT at >= 0.95: not tested (One-shot+FT not run)." in claim
+    assert "- DPF >= One-shot P+FT at >= 0.95: not tested (One-shot P+FT not run)." in claim
 
 
 def test_divergence_probe_records_mask_updates_and_reports(tmp_path, monkeypatch):
@@ -95,3 +97,13 @@ def test_divergence_probe_records_mask_updates_and_reports(tmp_path, monkeypatch
     assert f"| 0 | finished, test acc {100 * runs[0]['test_acc']:.2f}% |" in table
     assert f"| 0 | diverged (stopped at step {wild['diverged_step']}) |" in table
     assert out.with_suffix(".png").exists()
+
+
+def test_records_before_the_table_2_protocol_keep_their_meaning():
+    """A record without ``study_method`` whose method was ``one_shot_ft`` ran the
+    former split-budget protocol; the "+FT" rows are told apart by their method name."""
+    old = _run("one_shot_ft", 0.9, 0, 0.8)
+    del old["study_method"]
+    assert dpf_study.study_method(old) == "one_shot_split"
+    assert dpf_study.study_method(_run("dpf_ft", 0.9, 0, 0.8)) == "dpf_ft"
+    assert "One-shot+FT (split budget)" in "\n".join(dpf_study.table([old]))
