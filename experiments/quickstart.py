@@ -76,7 +76,7 @@ def run(out: pathlib.Path, epochs: int, ft_epochs: int) -> dict:
                      "wall_s": rec["wall_s"]})
         r = rows[-1]
         print(f"  {r['method']:<14} {100 * target:3.0f}%  test {100 * r['test_accuracy']:5.1f}%  "
-              f"PQI {r["pq_index"]:.4f}  ({r['wall_s']:.0f} s)", flush=True)
+              f"PQI {r['pq_index']:.4f}  ({r['wall_s']:.0f} s)", flush=True)
 
     dense_dir = work / "dense"
     add("dense", 0.0, train_method(_config("dense", 0.0, epochs, ft_epochs), dense_dir, "dense"))
@@ -113,11 +113,11 @@ def _plot(results: dict, path: pathlib.Path) -> None:
     fig, (acc, pqi) = plt.subplots(1, 2, figsize=(9, 3.6))
     acc.axhline(100 * dense["test_accuracy"], color="k", ls="--", label="Dense")
     pqi.axhline(dense["pq_index"], color="k", ls="--", label="Dense")
-    for method in METHODS:
+    for method, style in zip(METHODS, ("o-", "s--", "^:"), strict=True):  # the PQI curves nearly overlap
         rs = [r for r in rows if r["method"] == LABELS[method]]
         xs = [100 * r["target"] for r in rs]
-        acc.plot(xs, [100 * r["test_accuracy"] for r in rs], "o-", label=LABELS[method])
-        pqi.plot(xs, [r["pq_index"] for r in rs], "o-", label=LABELS[method])
+        acc.plot(xs, [100 * r["test_accuracy"] for r in rs], style, label=LABELS[method])
+        pqi.plot(xs, [r["pq_index"] for r in rs], style, label=LABELS[method], alpha=0.8)
     acc.set(xlabel="sparsity of the hidden kernels (%)", ylabel="test accuracy (%)")
     pqi.set(xlabel="sparsity of the hidden kernels (%)", ylabel="PQ Index (p=0.5, q=1)")
     acc.legend(loc="lower left", fontsize=8)
@@ -131,7 +131,7 @@ def _print_table(results: dict) -> None:
     print(f"\n{'method':<16}{'target':>7}{'reached':>9}{'test acc':>10}{'PQ Index':>10}")
     for r in results["rows"]:
         print(f"{r['method']:<16}{100 * r['target']:>6.0f}%{100 * r['sparsity']:>8.1f}%"
-              f"{100 * r['test_accuracy']:>9.1f}%{r["pq_index"]:>10.4f}")
+              f"{100 * r['test_accuracy']:>9.1f}%{r['pq_index']:>10.4f}")
     print(f"({results['seconds']:.0f} s on {results['devices']} device(s))")
 
 
