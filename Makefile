@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 JAXPRUNE_DATA_DIR ?= $(abspath ../shared/data)
 export JAXPRUNE_DATA_DIR
 
-.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-099 dpf-lr005 dpf-divergence dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu
+.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-099 dpf-lr005 dpf-divergence dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu sparse-cpu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,14 @@ sipp-resnet20: $(STAMP)
 ap-cpu: $(STAMP)
 	$(PY) -m experiments.ap_study --models lenet300,mlp --epochs 5 --finetune_epochs 4 --train_limit 6000 \
 	  --t_samples_epoch 100000 --jobs 2
+
+# Sparse training study (issue 18), reduced budget for the shared 2-core machine (see results/sparse_training.md).
+SPARSE_ARGS := --epochs 3 --train_limit 6000 --update_every 20
+sparse-cpu: $(STAMP)
+	for s in 0 1 2; do $(PY) -m experiments.sparse_training_study $(SPARSE_ARGS) --seeds $$s --run_only \
+	  --out runs/sparse_study/seed$$s.json --workroot runs/sparse_study/w$$s & done; wait
+	$(PY) -m experiments.sparse_training_study --report_only --out results/sparse_training.json \
+	  --merge runs/sparse_study/seed0.json,runs/sparse_study/seed1.json,runs/sparse_study/seed2.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
