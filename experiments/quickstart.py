@@ -62,8 +62,8 @@ def _pq_index(outcome) -> float:
     return float(jp.measures.pq_index(sparse, p=0.5, q=1.0, prunable=default_prunable(params)))
 
 
-def run(out: pathlib.Path, epochs: int, ft_epochs: int) -> dict:
-    """Train every (method, sparsity) and return the results (also written as JSON)."""
+def run(out: pathlib.Path, epochs: int, ft_epochs: int, sparsities: tuple[float, ...] = SPARSITIES) -> dict:
+    """Train Dense and every (method, sparsity); returns the results (also written as JSON)."""
     tic = time.perf_counter()
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -80,7 +80,7 @@ def run(out: pathlib.Path, epochs: int, ft_epochs: int) -> dict:
 
     dense_dir = work / "dense"
     add("dense", 0.0, train_method(_config("dense", 0.0, epochs, ft_epochs), dense_dir, "dense"))
-    for target in SPARSITIES:
+    for target in sparsities:
         for method in METHODS:
             config = _config(method, target, epochs, ft_epochs)
             if method == "one_shot_ft":
