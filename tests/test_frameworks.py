@@ -5,6 +5,7 @@ references and hand-written path lists; the two examples train briefly."""
 import importlib.util
 import pathlib
 
+import chex
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -120,7 +121,7 @@ def test_nnx_dpf_mask_and_sparse_params():
         np.testing.assert_array_equal(np.asarray(mask[name]["kernel"][...]), ref[name])
     np.testing.assert_allclose(float(jp.optax.dpf_diagnostics(opt_state)["sparsity"]), 0.5, atol=1 / 88)
     sparse = jp.optax.sparse_params(params, opt_state)
-    assert jax.tree.structure(sparse) == jax.tree.structure(params)
+    chex.assert_trees_all_equal_structs(sparse, params)  # nnx.Param wrappers kept
     np.testing.assert_array_equal(
         np.asarray(sparse["l1"]["kernel"][...]), np.where(ref["l1"], model.l1.kernel[...], 0.0)
     )
@@ -153,6 +154,7 @@ def test_nnx_capture_and_sensitivity_match_numpy():
     h1 = np.maximum(np.asarray(x) @ w1 + b1, 0)
     np.testing.assert_allclose(layers["l2/kernel"].inputs, h1, rtol=1e-5, atol=1e-6)
     sens = jp.sipp.sensitivity(apply_fn, split_params, x)
+    chex.assert_tree_all_finite(sens)
     assert isinstance(sens["l1"]["kernel"], nnx.Param) and sens["l1"]["bias"].get_value() is None
     np.testing.assert_allclose(sens["l1"]["kernel"][...], _dense_sensitivity(np.asarray(x), w1), rtol=1e-5)
     np.testing.assert_allclose(sens["l2"]["kernel"][...],
@@ -256,7 +258,7 @@ def test_equinox_neuron_scope_with_out_axis_0_equals_linen_layout():
                      ("pqi_bound", jp.measures.pqi_bound)]:
         ours = fn(eqx_params, scope="neuron", prunable=eqx_flags, out_axis=0)
         ref = fn(linen_params, scope="neuron")
-        assert ours.weight.shape == (4,), name
+        chex.assert_shape(ours.weight, (4,))  # one value per output unit (axis 0 of the weight)
         np.testing.assert_allclose(ours.weight, ref["kernel"], rtol=1e-6, err_msg=name)
     # and against numpy: PQ index of each output unit (a row of the equinox weight)
     a, p, q = np.abs(w), 0.5, 1.0
