@@ -152,6 +152,16 @@ def dpf(
     then checked at run time only) and as a branch of
     ``optax.multi_transform`` / inside ``optax.masked`` (other branches'
     leaves are ``None`` in the mask, never pruned by this branch).
+
+    >>> import jax.numpy as jnp, optax, jaxprune as jp
+    >>> params = {"w": jnp.array([[0.1, -2.0], [3.0, 0.4]])}
+    >>> tx = optax.chain(jp.optax.dpf(0.5, update_every=1, prunable={"w": True}), optax.sgd(0.1))
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.ones((2, 2))}, state, params)   # mask of w_0 at 50%
+    >>> jp.optax.get_mask(state)["w"].tolist()
+    [[False, True], [True, False]]
+    >>> updates["w"].tolist()   # feedback: the update reaches every dense weight
+    [[-0.10000000149011612, -0.10000000149011612], [-0.10000000149011612, -0.10000000149011612]]
     """
     _static_int("update_every", update_every, 1)
     _masks.check_scope(scope)

@@ -70,6 +70,13 @@ def masked_update(
     ``mask`` may be given for the full params or for the branch; the leaves of
     other branches must be ``None`` in it (an array there raises ``ValueError``:
     this branch cannot keep them pruned).
+
+    >>> import jax.numpy as jnp, optax, jaxprune as jp
+    >>> params = {"w": jnp.array([1.0, 2.0, 3.0])}
+    >>> tx = jp.optax.masked_update({"w": jnp.array([True, False, True])}, inner=optax.sgd(1.0))
+    >>> updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    >>> updates["w"].tolist()
+    [-1.0, 0.0, -1.0]
     """
     if inner is not None:
         return optax.chain(inner, masked_update(mask))

@@ -109,7 +109,15 @@ def get_mask(opt_state: PyTree, params: PyTree | None = None) -> PyTree:
     the params' full structure (``None`` on each of those leaves).
 
     The arrays are the state's own (no copy): copy them (``jaxprune.tree.fresh_copy``)
-    before a train step that donates the state if you keep them."""
+    before a train step that donates the state if you keep them.
+
+    >>> import jax.numpy as jnp, optax, jaxprune as jp
+    >>> params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+    >>> tx = jp.optax.masked_update({"w": jnp.array([True, False, True]), "b": None})
+    >>> mask = jp.optax.get_mask(optax.chain(optax.sgd(0.1), tx).init(params))
+    >>> mask["w"].tolist(), mask["b"]
+    ([True, False, True], None)
+    """
     found = _find(opt_state, MASK_STATES)
     if not found:
         raise ValueError(
@@ -134,7 +142,15 @@ def set_mask(opt_state: PyTree, mask: PyTree) -> PyTree:
     ``mask`` on the leaves it already masks (``None`` elsewhere), and every
     array of ``mask`` must land in one of them. ``ValueError`` if ``opt_state``
     holds no ``masked_update`` state (:func:`dpf` computes its own masks), for
-    non-boolean leaves or shapes that differ from the current mask's."""
+    non-boolean leaves or shapes that differ from the current mask's.
+
+    >>> import jax.numpy as jnp, optax, jaxprune as jp
+    >>> params = {"w": jnp.ones(3)}
+    >>> tx = optax.chain(optax.sgd(0.1), jp.optax.masked_update({"w": jnp.ones(3, bool)}))
+    >>> state = jp.optax.set_mask(tx.init(params), {"w": jnp.array([False, True, True])})
+    >>> jp.optax.get_mask(state)["w"].tolist()
+    [False, True, True]
+    """
     is_masked = lambda s: isinstance(s, MaskedState)
     states = _find(opt_state, (MaskedState,))
     if not states:
@@ -189,7 +205,14 @@ def sparse_params(params: PyTree, opt_state: PyTree) -> PyTree:
     the forward pass and of the final sparse model. Jittable, no recomputation.
     Combines the masks of several branches as :func:`get_mask` does. The result
     has ``params``' structure: Flax NNX ``nnx.Param`` params with the state of an
-    ``nnx.Optimizer`` (which wraps its arrays in ``OptVariable``) stay ``nnx.Param``."""
+    ``nnx.Optimizer`` (which wraps its arrays in ``OptVariable``) stay ``nnx.Param``.
+
+    >>> import jax.numpy as jnp, jaxprune as jp
+    >>> params = {"w": jnp.array([1.0, 2.0, 3.0]), "b": jnp.ones(2)}
+    >>> state = jp.optax.masked_update({"w": jnp.array([True, False, True]), "b": None}).init(params)
+    >>> jp.optax.sparse_params(params, state)["w"].tolist()
+    [1.0, 0.0, 3.0]
+    """
     out = _map_masked(
         lambda m, w: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
         unwrap_variables(get_mask(opt_state)),
@@ -208,7 +231,15 @@ def dpf_diagnostics(opt_state: PyTree) -> dict[str, jax.Array]:
     the dpf prunes: its ``prunable``, by default :func:`paper_prunable`, which
     on an MLP leaves the last layer out while :func:`jaxprune.summarize`'s
     default counts it; ``jp.summarize(w, prunable=get_mask(opt_state))``
-    reports over the same leaves). Jittable; values are 0-d arrays."""
+    reports over the same leaves). Jittable; values are 0-d arrays.
+
+    >>> import jax.numpy as jnp, optax, jaxprune as jp
+    >>> params = {"w": jnp.arange(1.0, 5.0)}
+    >>> tx = jp.optax.dpf(0.75, update_every=1, prunable={"w": True})
+    >>> _, state = tx.update(params, tx.init(params), params)
+    >>> {k: round(float(v), 3) for k, v in jp.optax.dpf_diagnostics(state).items()}
+    {'step': 1.0, 'target_sparsity': 0.75, 'delta': 0.467, 'flip_fraction': 0.75, 'sparsity': 0.75}
+    """
     state = _one_state(opt_state, (DPFState,))
     leaves = [m for m in jax.tree.leaves(state.mask) if m is not None]
     total = sum(m.size for m in leaves)
