@@ -194,8 +194,15 @@ def prunable(params: PyTree, include: Patterns = None, exclude: Patterns = None)
 
     Default: every array leaf with ``ndim >= 2`` (dense and conv kernels),
     so biases and normalization scales stay dense. ``include`` (regex or list
-    of regexes, ``re.search`` on the ``/``-joined path) replaces that default:
+    of regexes, ``re.search`` on the ``/``-joined path of
+    :func:`leaves_with_paths`: ``head/kernel`` for linen, for NNX state and for
+    NNX modules alike; ``layers/0/weight`` for equinox) replaces that default:
     matching array leaves are prunable. ``exclude`` then removes matches.
+
+    This is the generic set, the default of the measures, ``jp.masks`` and
+    :func:`summarize`. The DPF paper prunes a smaller set (no dense layer in
+    conv nets, not the last layer of an MLP): :func:`jaxprune.optax.paper_prunable`,
+    the default of ``jp.optax.dpf``.
 
     >>> import jax.numpy as jnp
     >>> import jaxprune as jp
@@ -385,7 +392,10 @@ def summarize(params_or_mask: PyTree, prunable: PyTree | None = None) -> dict[st
     Returns ``{"leaves": {path: {"shape", "size", "nonzero", "density", "prunable"}},
     "prunable": {"size", "nonzero", "density"}, "all": {...}}``. For a mask,
     ``None`` leaves are skipped (their size is unknown); for params, the
-    prunable set is ``prunable`` (default filter if ``None``). Host-side
+    prunable set is ``prunable`` (a flag tree or a mask; default
+    :func:`prunable`, every kernel, if ``None``). To report over what a DPF
+    optimizer prunes, as ``jp.optax.dpf_diagnostics`` does, pass its mask:
+    ``summarize(w, prunable=jp.optax.get_mask(opt_state))``. Host-side
     (NumPy) report, not meant for ``jit``.
 
     >>> import jax.numpy as jnp
