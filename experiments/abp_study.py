@@ -83,8 +83,9 @@ def markdown(summary: dict, results: dict, config) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: pathlib.Path) -> None:
-    """MSE increase ratio vs compression ratio, one series per method, ours and the paper's."""
+def plot(summary: dict, path: pathlib.Path, replications: int, hidden: tuple[int, ...]) -> None:
+    """MSE increase ratio vs compression ratio, one series per method, ours and the paper's;
+    error bars: standard error of the mean over ``replications``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +106,9 @@ def plot(summary: dict, path: pathlib.Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio M/m (all dense kernels)")
     ax.set_ylabel("test MSE increase ratio")
-    ax.set_title("ABP on California Housing")
+    mlp = "-".join(str(h) for h in hidden)
+    ax.set_title(f"ABP, MLP {mlp} on California Housing\n"
+                 f"mean ± standard error over {replications} replications", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -137,7 +140,7 @@ def main() -> None:
     results["summary"] = {f"{m} ({p})": v for (m, p), v in summary.items()}
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(summary, results, config))
-    plot(summary, out.with_suffix(".png"))
+    plot(summary, out.with_suffix(".png"), config.method.replications, tuple(config.model.kwargs.hidden))
     print(out.with_suffix(".md").read_text())
 
 

@@ -328,17 +328,17 @@ def _model_section(model: str, recs: list[dict], run: dict, proto: str, out: pat
     ]
     figs = []
     prefix = f"ap_{model}_{proto}"
+    about = f"{model} on {ds}, finetune={proto}, mean over {len(run['trials'])} trials"
     for ap_key, tag in (("ap2", "ap2"), ("ap3_t", "ap3t"), ("ap3_gauss_nondiag", "ap3nondiag")):
         name = f"{prefix}_{tag}_pd.png"
-        title = f"{model}, finetune={proto}: {AP_KEYS[ap_key]} (solid) and PD test loss (dashed)"
+        title = f"{about}: {AP_KEYS[ap_key]} (solid) and PD test loss (dashed)"
         _panel_grid(cur, ap_key, "pd_loss_test", title, out / name)
         figs.append(name)
     name = f"{prefix}_ap2_ap3.png"
-    _panel_grid(cur, "ap2", "ap3_t", f"{model}, finetune={proto}: AP2 (solid) and AP3 Student-t (dashed)",
-                out / name)  # fmt: skip
+    _panel_grid(cur, "ap2", "ap3_t", f"{about}: AP2 (solid) and AP3 Student-t (dashed)", out / name)
     figs.append(name)
     name = f"{prefix}_scatter.png"
-    _scatter(final, f"{model}, finetune={proto}", out / name)
+    _scatter(final, f"{model} on {ds}, finetune={proto}", out / name)
     figs.append(name)
     return [*lines, "", f"Figures (finetune={proto}): " + ", ".join(f"`{f}`" for f in figs) + ".", ""]
 

@@ -199,6 +199,8 @@ def report(results: list[dict], out: pathlib.Path) -> None:
     axes[2].set(xlabel="step", ylabel="train loss", title="diverged runs: the onset (grey: new mask enters)")
     for ax in axes:
         ax.legend(fontsize=7)
+    fig.suptitle(f"DPF {results[0]['target']:g}, LeNet-300-100 on Fashion-MNIST: each of the {len(results)} "
+                 "seeds drawn separately (no averaging, no error bars)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
     plt.close(fig)

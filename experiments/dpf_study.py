@@ -413,6 +413,9 @@ def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[
     paths = []
     for model in sorted({r["model"] for r in records}):
         prefix = stem if model == "lenet300" else f"{stem}_{model}"
+        name = f"{model} on {next(r['dataset'] for r in records if r['model'] == model)}"
+        seeds = sorted({len(g) for (mo, me, _), g in groups.items() if mo == model and me != "dense"})
+        n_seeds = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}" if seeds else "0"
         fig, ax = plt.subplots(figsize=(5.5, 4))
         dense = groups.get((model, "dense", 0.0))
         if dense:
@@ -429,7 +432,8 @@ def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[
                 if n_ok < n_all:
                     ax.annotate(f"{n_all - n_ok}/{n_all} diverged", (t, mu), textcoords="offset points",
                                 xytext=(-8, -14), ha="right", fontsize=7, color=bars[0].get_color())
-        ax.set(xlabel="target sparsity (prunable weights)", ylabel="test accuracy (%)", title=model)
+        ax.set(xlabel="target sparsity (prunable weights)", ylabel="test accuracy (%)")
+        ax.set_title(f"{name}\nmean ± std over {n_seeds} seeds (finished runs)", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(outdir / f"{prefix}_accuracy.png")
@@ -450,7 +454,10 @@ def plots(records: list[dict], outdir: pathlib.Path, stem: str = "dpf") -> list[
                     curve = np.mean([[h["delta"] for h in r["history"]] for r in g], axis=0)
                     x = np.arange(1, len(curve) + 1)
                 ax.plot(x, curve, marker=".", label=f"DPF {t:.2f}")
-            ax.set(xlabel="epoch", ylabel=ylabel, title=f"{model}: DPF")
+            n_dpf = sorted({len(groups[(model, "dpf", t)]) for t in dpf_ts})
+            ax.set(xlabel="epoch", ylabel=ylabel)
+            ax.set_title(f"DPF, {name}: mean over {'-'.join(map(str, sorted({n_dpf[0], n_dpf[-1]})))} seeds"
+                         if n_dpf else f"DPF, {name}", fontsize=10)
             ax.legend(fontsize=8)
             fig.tight_layout()
             paths.append(outdir / f"{prefix}_{fname}.png")

@@ -161,6 +161,7 @@ def plot(data: dict, results_dir: pathlib.Path, prefix: str = "sipp") -> list[pa
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
+        n_seeds = sorted({len(v) for pts in series.values() for v in pts.values()})
         for method, pts in sorted(series.items()):
             xs = sorted(pts)
             mean = np.array([np.mean(pts[x]) for x in xs]) * 100
@@ -175,7 +176,8 @@ def plot(data: dict, results_dir: pathlib.Path, prefix: str = "sipp") -> list[pa
         ax.set_ylabel("test accuracy - dense (%)" if delta else "test accuracy (%)")
         first = next(r for r in data["rows"] if r["pipeline"] == pipeline)
         model, dataset = (names.get(first[k], first[k]) for k in ("model", "dataset"))
-        ax.set_title(f"{model} / {dataset}: {title}")
+        seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}-{n_seeds[-1]}"
+        ax.set_title(f"{model} / {dataset}: {title}\nmean ± std over {seeds} seeds", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -50,6 +50,13 @@ def _models(records: list[dict]) -> list[str]:
     return sorted({r["model"] for r in records})
 
 
+def _about(records: list[dict], model: str) -> str:
+    """``"<model> on <dataset>, mean over <n> seeds"`` for the titles (every curve is a seed mean)."""
+    rows = [r for r in records if r["model"] == model]
+    seeds = len({r["seed"] for r in rows})
+    return f"{model} on {rows[0]['dataset']}, " + ("1 seed" if seeds == 1 else f"mean over {seeds} seeds")
+
+
 def _short(layer: str) -> str:
     return layer.replace("/kernel", "").replace("params/", "")
 
@@ -67,7 +74,7 @@ def plot_tradeoff(records: list[dict], path: pathlib.Path) -> pathlib.Path:
             row[2].plot(s["round"], s["pqi"], "o-", ms=3, label=NAMES[method])
         for ax, title in zip(row, ("(a) retrained", "(b) pruned (before retraining)", "(c) PQ Index"),
                              strict=True):
-            ax.set_title(f"{model}: {title}")
+            ax.set_title(f"{_about(records, model)}: {title}", fontsize=9)
             ax.grid(alpha=0.3)
         for ax in row[:2]:
             ax.set_xscale("log")
@@ -95,8 +102,8 @@ def plot_pqi_rounds(records: list[dict], path: pathlib.Path) -> pathlib.Path:
             label = f"{method}/{scope}"
             row[0].plot(s["round"], s["pqi"], "o-", ms=3, label=label)
             row[1].plot(s["round"], 100 * s["acc_retrained"], "o-", ms=3, label=label)
-        row[0].set_title(f"{model}: PQ Index (p=0.5, q=1) of the retrained model")
-        row[1].set_title(f"{model}: test accuracy of the retrained model")
+        row[0].set_title(f"{_about(records, model)}: PQ Index (p=0.5, q=1), retrained model", fontsize=9)
+        row[1].set_title(f"{_about(records, model)}: test accuracy of the retrained model", fontsize=9)
         row[1].set_ylabel("test accuracy (%)")
         for ax in row:
             ax.set_xlabel("pruning iteration T")
@@ -126,12 +133,12 @@ def plot_scopes(records: list[dict], path: pathlib.Path) -> pathlib.Path:
         row[0].invert_xaxis()
         row[0].set_xlabel("percent of remaining weights")
         row[0].set_ylabel("test accuracy (%)")
-        row[0].set_title(f"{model}: (a) SAP(0.5, 1) by scope")
+        row[0].set_title(f"{_about(records, model)}: (a) SAP(0.5, 1) by scope", fontsize=9)
         row[1].set_yscale("log")
         row[1].set_ylabel("percent of remaining weights")
-        row[1].set_title(f"{model}: (b) layer-wise remaining weights")
+        row[1].set_title(f"{_about(records, model)}: (b) layer-wise remaining weights", fontsize=9)
         row[2].set_ylabel("PQ Index (p=0.5, q=1)")
-        row[2].set_title(f"{model}: (c) layer-wise PQ Index")
+        row[2].set_title(f"{_about(records, model)}: (c) layer-wise PQ Index", fontsize=9)
         for ax in row[1:]:
             ax.set_xlabel("pruning iteration T")
         for ax in row:
@@ -163,7 +170,7 @@ def plot_pq_grid(records: list[dict], model: str, path: pathlib.Path) -> pathlib
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
     axes[0, -1].legend(fontsize=7)
-    fig.suptitle(f"{model}: global PQ Index vs pruning iteration for several (p, q)")
+    fig.suptitle(f"{_about(records, model)}: global PQ Index vs pruning iteration for several (p, q)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
