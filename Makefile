@@ -1,4 +1,4 @@
-# jaxprune: `make run` (main job on built-in data) and `make test` (lint + tests).
+# jaxprune: `make run` (main job on built-in data) and `make test` (lint + docs + tests).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 JAXPRUNE_DATA_DIR ?= $(abspath ../shared/data)
 export JAXPRUNE_DATA_DIR
 
-.PHONY: run test lint bench clean dpf-cpu dpf-full dpf-099 dpf-lr005 dpf-divergence dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu sparse-cpu
+.PHONY: run test lint docs bench clean dpf-cpu dpf-full dpf-099 dpf-lr005 dpf-divergence dpf-resnet20 sap-cpu abp-california sipp-cpu sipp-resnet20 ap-cpu sparse-cpu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The API reference and guides (docs/, mkdocs.yml) into site/; warnings are errors.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+test: lint docs
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
