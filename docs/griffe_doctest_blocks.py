@@ -1,14 +1,17 @@
-"""Griffe extension for the docs build (mkdocs.yml): show the ``>>>`` examples
-of docstrings as highlighted Python sessions.
+"""Griffe extension for the docs build (mkdocs.yml): docstrings written for
+both doctest and Sphinx-style readers, rendered as Markdown.
 
-The docstrings carry doctests (run by ``pytest --doctest-modules``) as plain
-``>>>`` lines, which Markdown would render as a paragraph (and read
-``x["kernel"]`` as a link). This wraps each example block, from its first
-``>>>`` line to the next blank line, in a fenced ``pycon`` code block.
+- The docstrings carry doctests (run by ``pytest --doctest-modules``) as plain
+  ``>>>`` lines, which Markdown would render as a paragraph (and read
+  ``x["kernel"]`` as a link). Each example block, from its first ``>>>`` line
+  to the next blank line, is wrapped in a fenced ``pycon`` code block.
+- Sphinx roles (``:func:`name```, ``:class:`~a.b.C```, ...) become code spans
+  (``~`` keeps the last component, as in Sphinx).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from griffe import Extension, Object
@@ -36,9 +39,17 @@ def fence_examples(text: str) -> str:
     return "\n".join(out)
 
 
+_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj|exc):`(~?)([^`]+)`")
+
+
+def plain_roles(text: str) -> str:
+    """Sphinx cross-reference roles as Markdown code spans."""
+    return _ROLE.sub(lambda m: f"`{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}`", text)
+
+
 class DoctestBlocks(Extension):
-    """Fence the doctest examples of every docstring (see the module docstring)."""
+    """Fence the doctest examples and plain the Sphinx roles of every docstring."""
 
     def on_instance(self, *, obj: Object, **kwargs: Any) -> None:
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_examples(obj.docstring.value)
+        if obj.docstring is not None:
+            obj.docstring.value = plain_roles(fence_examples(obj.docstring.value))
