@@ -35,7 +35,7 @@ import jaxprune as jp
 from jaxprune.configs.dpf_base import study_config
 from jaxprune.pipelines.dpf import train_method
 from jaxprune.train.metrics import quiet_logs
-from jaxprune.transforms import default_prunable
+from jaxprune.transforms import paper_prunable
 
 SPARSITIES = (0.5, 0.8, 0.95)
 METHODS = ("one_shot_ft", "incremental", "dpf")
@@ -59,7 +59,7 @@ def _pq_index(outcome) -> float:
     """PQ Index (p = 0.5, q = 1) of the final sparse model's prunable weights."""
     params = outcome.state.params
     sparse = jp.apply_mask(params, outcome.mask)
-    return float(jp.measures.pq_index(sparse, p=0.5, q=1.0, prunable=default_prunable(params)))
+    return float(jp.measures.pq_index(sparse, p=0.5, q=1.0, prunable=paper_prunable(params)))
 
 
 def run(out: pathlib.Path, epochs: int, ft_epochs: int, sparsities: tuple[float, ...] = SPARSITIES) -> dict:

@@ -41,7 +41,7 @@ run for ``one_shot_ft``, a run of the same method for ``dpf``/``incremental``
 with fine-tuning; its config must match in every data/model/train key and every
 method key that shapes that phase.
 
-Pruned set and structure: :func:`jaxprune.optax.default_prunable` (all conv
+Pruned set and structure: :func:`jaxprune.optax.paper_prunable` (all conv
 kernels; for MLPs every dense kernel but the last). Unstructured selection is
 global unless ``method.scope`` says ``"layer"``/``"neuron"``;
 ``method.scope = "filter"`` is structured DPF (and structured One-shot / SNIP /
@@ -98,7 +98,7 @@ from jaxprune.pipelines import (
 from jaxprune.train import Hook, Trainer, per_example_loss, replicated_sharding
 from jaxprune.train.optim import _get
 from jaxprune.train.state import TrainState
-from jaxprune.transforms import default_prunable, dpf, get_mask, masked_update, sparse_params
+from jaxprune.transforms import dpf, get_mask, masked_update, paper_prunable, sparse_params
 from jaxprune.tree import PyTree, apply_mask, fresh_copy, full_mask, is_none, neuron_view
 
 METHODS = ("dense", "dpf", "incremental", "one_shot_ft", "one_shot_split", "snip")
@@ -529,7 +529,7 @@ def train_method(
     def dense(cfg: Any, phase: str) -> tuple[Trainer, TrainState, PyTree]:
         trainer, tracker = make(cfg, phase)
         state0 = trainer.init_state()
-        mask0 = full_mask(state0.params, default_prunable(state0.params))
+        mask0 = full_mask(state0.params, paper_prunable(state0.params))
         tracker.mask_fn = lambda s: mask0
         if reuse is not None:  # the finished dpf_dense run's final state
             record["reused"] = _check_reusable(reuse, config, "dpf_dense", ())["history"]
@@ -614,7 +614,7 @@ def train_method(
     else:  # snip
         init = probe.init_state()
         batch = first_batch(dataset, int(m["snip_batch_size"]), seed=seed)
-        mask = snip_mask(model, init, batch, target, default_prunable(init.params), task=dataset.task,
+        mask = snip_mask(model, init, batch, target, paper_prunable(init.params), task=dataset.task,
                          scope=scope)
         trainer, tracker = make(config.train, "train", append=[masked_update(mask)],
                                 forward_params=sparse_params)
@@ -659,7 +659,7 @@ def train_method(
     )
     record["summary"] = run_summary(
         record["pipeline"], method=f"{label} {100 * target:g}%" if method != "dense" else label, test=test,
-        params=state.params, mask=_prunable_only(mask, default_prunable(state.params)), model=model,
+        params=state.params, mask=_prunable_only(mask, paper_prunable(state.params)), model=model,
         input_shape=_example_shape(dataset), batch_stats=state.batch_stats,
     )
     write_results(root, record)
