@@ -6,8 +6,8 @@
 >>> x_val = jax.random.normal(jax.random.key(0), (200, 64))         # stand-in validation inputs
 >>> params = model.init(jax.random.key(1), x_val)["params"]
 >>> f = lambda p, x: model.apply({"params": p}, x)
->>> n = jp.sipp.sample_size(jp.sipp.layer_output_sizes(f, params, x_val[:1]))   # ceil(3 ln(8 * 32 * 42 / 1e-16))
->>> n
+>>> n = jp.sipp.sample_size(jp.sipp.layer_output_sizes(f, params, x_val[:1]))
+>>> n                                                     # ceil(3 ln(8 * 32 * 42 / 1e-16))
 139
 >>> s = jp.sipp.sensitivity(f, params, x_val[:n])
 >>> new_params, mask, report = jp.sipp.prune(params, s, 0.1)   # or variant="hybrid", key=..., stats=...
