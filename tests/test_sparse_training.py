@@ -405,7 +405,7 @@ def test_rigl_jit_sharded_8_devices_matches_unsharded():
     mesh = Mesh(np.array(jax.devices()), ("d",))
     params = {"a": jax.random.normal(jax.random.key(3), (16, 8)),
               "b": jax.random.normal(jax.random.key(4), (8, 8))}
-    tx = O.rigl(optax.sgd(0.1, momentum=0.9), 0.75, 10, key=KEY, update_every=1,
+    tx = O.rigl(optax.sgd(0.1, momentum=0.9), 0.75, 10, key=KEY, update_every=1, distribution="uniform",
                 prunable={"a": True, "b": True})
     update = jax.jit(tx.update)
 

@@ -250,26 +250,25 @@ def sparse_transform(
         new = old
         if due is not None:
 
-            def change(old: list, w: list, g: list, inner_state: Any, extra: tuple) -> tuple:
-                new, extra = mask_update(t, old, w, g, extra)
-                if reset_moments:
-                    regrown = [False] * len(m_leaves)
-                    for i, a, b in zip(idx, old, new, strict=True):
-                        regrown[i] = b & ~a
-                    inner_state = optax.tree_utils.tree_map_params(
-                        inner,
-                        lambda x, r: x if r is False else jnp.where(r, jnp.zeros((), x.dtype), x),
-                        inner_state,
-                        jax.tree.unflatten(treedef, regrown),
-                    )
-                return new, inner_state, extra
+            def change(old: list, w: list, g: list, extra: tuple) -> tuple:
+                return mask_update(t, old, w, g, extra)
 
-            def keep(old: list, w: list, g: list, inner_state: Any, extra: tuple) -> tuple:
-                return old, inner_state, extra
+            def keep(old: list, w: list, g: list, extra: tuple) -> tuple:
+                return old, extra
 
-            new, inner_state, extra = lax.cond(
-                due(t), change, keep, old, w, g if needs_grads else [None] * len(g), inner_state, extra
-            )
+            # Only the masks (and small extras) go through the cond: passing the optimizer
+            # state through it would copy it at every step.
+            new, extra = lax.cond(due(t), change, keep, old, w, g if needs_grads else [None] * len(g), extra)
+            if reset_moments:  # one fused pass with the inner update; 0 where regrown
+                regrown = [False] * len(m_leaves)
+                for i, a, b in zip(idx, old, new, strict=True):
+                    regrown[i] = b & ~a
+                inner_state = optax.tree_utils.tree_map_params(
+                    inner,
+                    lambda x, r: x if r is False else jnp.where(r, jnp.zeros((), x.dtype), x),
+                    inner_state,
+                    jax.tree.unflatten(treedef, regrown),
+                )
         u_leaves = treedef.flatten_up_to(u)
         for i, a, b, x in zip(idx, old, new, w, strict=True):
             ui = u_leaves[i]
