@@ -177,8 +177,10 @@ def prune(
     >>> {path: layer.kept.tolist() for path, layer in report.layers.items()}
     {'layers_0/kernel': [3, 3, 3, 3, 3, 3, 3, 3], 'layers_2/kernel': [4, 4]}
     >>> new_params, mask, report = jp.abp.prune(f, params, x, method="M")   # ABP-M: m from the sparsity index
-    >>> 0.0 < report.pruning_ratio < 1.0, mask["layers_0"]["bias"]      # biases are refit, never pruned
-    (True, None)
+    >>> list(report.layers), mask["layers_0"]["bias"]      # input to output; biases are refit, never pruned
+    (['layers_0/kernel', 'layers_2/kernel'], None)
+    >>> all(1 <= k <= 5 for k in report.layers["layers_0/kernel"].kept)   # m in [1, d] per neuron
+    True
     """
     check_choice("method", method, METHODS)
     check_number("q", q, low=0.0, high=1.0, low_open=True, high_open=True)
