@@ -15,8 +15,8 @@ import pytest
 
 from jaxprune.configs.dpf_base import PIPELINES
 from jaxprune.configs.dpf_lenet300_fmnist import get_config
-from jaxprune.pipelines import dpf as P
 from jaxprune.pipelines import ConfigError, get_pipeline
+from jaxprune.pipelines import dpf as P
 from jaxprune.train import Hook
 
 TARGET = 0.8
@@ -261,7 +261,8 @@ def test_per_epoch_schedule_steps_the_target_once_per_epoch(tmp_path):
 def test_structured_masks_keep_whole_filters_by_l2_norm():
     rng = np.random.default_rng(3)
     params = {"conv": {"kernel": rng.normal(size=(3, 3, 4, 10)).astype(np.float32)},
-              "dense": {"kernel": rng.normal(size=(40, 6)).astype(np.float32), "bias": np.zeros(6, np.float32)}}
+              "dense": {"kernel": rng.normal(size=(40, 6)).astype(np.float32),
+                        "bias": np.zeros(6, np.float32)}}
     flags = {"conv": {"kernel": True}, "dense": {"kernel": True, "bias": None}}
     mask = P.magnitude_mask(params, 0.5, flags, scope="filter")
     norms = np.concatenate([np.linalg.norm(params["conv"]["kernel"].reshape(-1, 10), axis=0),
@@ -291,7 +292,8 @@ def test_finetuning_reuses_a_finished_run_exactly(outcome, tmp_path):
                             tmp_path / "reused", "dpf")
     for a, b in zip(jax.tree.leaves(whole.state.params), jax.tree.leaves(reused.state.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert reused.record["test_acc_before_ft"] == base.record["test_acc"] == whole.record["test_acc_before_ft"]
+    before = reused.record["test_acc_before_ft"]
+    assert before == base.record["test_acc"] == whole.record["test_acc_before_ft"]
     assert reused.record["method"] == "DPF + FT" and reused.record["epochs"] == EPOCHS + 1
     assert len(reused.record["history"]) == EPOCHS + 1
     other = _config("dpf", finetune_epochs=1, reuse_workdir=str(base.trainer.workdir.parent),
