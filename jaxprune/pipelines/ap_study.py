@@ -53,7 +53,7 @@ from jax.scipy.linalg import solve_triangular
 from jaxprune import masks, measures
 from jaxprune._validate import check_choice, check_number
 from jaxprune.capture import capture_layers
-from jaxprune.pipelines import progress, register, setup, write_results
+from jaxprune.pipelines import progress, register, run_summary, setup, write_results
 from jaxprune.train import FunctionHook, Trainer, replicated_sharding
 from jaxprune.transforms import masked_update, set_mask
 from jaxprune.tree import PyTree, apply_mask, fresh_copy, is_none, path_str
@@ -511,5 +511,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
         "trials": trials,
         "config": config.to_dict(),
     }
+    results["summary"] = run_summary("ap_study", method=f"AP2/AP3 study of {layer}", finetune=m["finetune"],
+                                     records=len(records))
     write_results(root, results)
     return results

@@ -49,7 +49,7 @@ import numpy as np
 from jaxprune import masks, sap
 from jaxprune._validate import check_choice, check_number
 from jaxprune.measures import pq_index
-from jaxprune.pipelines import progress, register, setup, write_results
+from jaxprune.pipelines import progress, register, run_summary, setup, write_results
 from jaxprune.train import Checkpointer, Trainer, replicated_sharding
 from jaxprune.transforms import masked_update, set_mask
 from jaxprune.tree import PyTree, apply_mask, fresh_copy, full_mask, path_str, resolve_prunable
@@ -286,5 +286,10 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
     finally:
         rounds_ckpt.close()
     results = {"pipeline": "iterative", "records": records, "config": config.to_dict()}
+    if records:  # the last retrained model, before the round's pruning
+        last = records[-1]
+        results["summary"] = run_summary("iterative", method=f"{label['method']}, {len(records)} rounds",
+                                         test={"accuracy": last["acc_retrained"]})
+        results["summary"]["sparsity_prunable"] = 1.0 - last["remaining"]
     write_results(root, results)
     return results

@@ -57,7 +57,7 @@ import numpy as np
 from jaxprune import masks, sipp
 from jaxprune._validate import check_choice, check_number
 from jaxprune.measures.cost import cost
-from jaxprune.pipelines import first_batch, progress, register, setup, write_results
+from jaxprune.pipelines import first_batch, progress, register, run_summary, setup, write_results
 from jaxprune.pipelines.iterative import RoundContext, rewind
 from jaxprune.train import Checkpointer, Trainer, per_example_loss, replicated_sharding
 from jaxprune.transforms import masked_update
@@ -148,6 +148,14 @@ def _cost_fields(model: nn.Module, params: PyTree, batch_stats: PyTree, mask: Py
     report = cost(model, {"params": params, "batch_stats": batch_stats}, mask, tuple(dataset.input_shape))
     return {"params_kept": report["params_kept"], "params_total": report["params"],
             "macs_kept": report["macs_kept"], "macs_total": report["macs"]}
+
+
+def _summary(pipeline: str, method: str, rec: dict) -> dict:
+    """The results' ``summary`` (the command line's last line) from a record."""
+    out = run_summary(pipeline, method=method, test={"accuracy": rec["test_acc"]})
+    out.update({k: rec[k] for k in ("params_kept", "params_total", "macs_kept", "macs_total") if k in rec})
+    out["sparsity_prunable"] = 1.0 - rec["density"]
+    return out
 
 
 def _nonzero_outside(params: PyTree, mask: PyTree) -> int:
@@ -264,6 +272,8 @@ def run_random_init(config: Any, workdir: str | pathlib.Path) -> dict:
     rec["history"] = trainer.history
     rec["time_s"] = time.perf_counter() - tic
     rec["config"] = config.to_dict()
+    rec["summary"] = _summary(rec["pipeline"],
+                              f"{m['name']} {float(m['sparsity']):g}", rec)
     write_results(root, rec)
     return rec
 
@@ -344,6 +354,9 @@ def run_iterative(config: Any, workdir: str | pathlib.Path) -> dict:
     finally:
         rounds_ckpt.close()
     results = {"pipeline": "iterative_prune_retrain", "records": records, "config": config.to_dict()}
+    if records:
+        results["summary"] = _summary("iterative_prune_retrain", f"{label['method']}, {len(records)} rounds",
+                                      records[-1])
     write_results(root, results)
     return results
 
