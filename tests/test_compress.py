@@ -185,6 +185,7 @@ def test_mlp_hand_count_and_weights():
     np.testing.assert_allclose(np.asarray(small.apply(sv, x)), ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cnn_hand_count():
     """cnn (conv3x3+bias, BN, 4 stages) at widths 64/128/256/512 minus the pruned filters."""
     model = get_model("cnn", 10)
