@@ -20,7 +20,7 @@ model is compacted with :func:`jaxprune.compress.compact` and written to
   (:func:`jaxprune.measures.cost.cost`) and the checkpoint used.
 
 Rebuild the compact model with ``get_model(name, num_outputs,
-widths=tuple(report["widths"].items()), ...)`` (``model.clone(widths=...)``).
+**kwargs).clone(widths=tuple(report["widths"].items()))``.
 """
 
 from __future__ import annotations
