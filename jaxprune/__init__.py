@@ -2,7 +2,7 @@
 
 The tree helpers and :func:`prune` (one-shot pruning) are imported eagerly;
 the method modules load on first use (``jp.measures``, ``jp.masks``,
-``jp.sap``, ``jp.abp``, ``jp.sipp``, ``jp.optax``), so ``import jaxprune``
+``jp.sap``, ``jp.abp``, ``jp.sipp``, ``jp.optax``, ``jp.compress``), so ``import jaxprune``
 stays cheap.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 from jaxprune.prune import prune  # `jaxprune.prune` is this function (it shadows its module)
 from jaxprune.tree import apply_mask, prunable, summarize
 
-__all__ = ["abp", "apply_mask", "masks", "measures", "optax", "prunable", "prune", "sap", "sipp", "summarize"]
+__all__ = ["abp", "apply_mask", "compress", "masks", "measures", "optax", "prunable", "prune", "sap", "sipp",
+           "summarize"]
 __version__ = "0.1.0"
 
 # Public namespace -> module implementing it (``jp.optax`` is ``jaxprune.transforms``).
@@ -23,6 +24,7 @@ _SUBMODULES = {
     "abp": "jaxprune.abp",
     "sipp": "jaxprune.sipp",
     "optax": "jaxprune.transforms",
+    "compress": "jaxprune.compress",
     "train": "jaxprune.train",
     "pipelines": "jaxprune.pipelines",
 }
