@@ -42,7 +42,7 @@ import numpy as np
 from jaxprune import masks
 from jaxprune import transforms as jpo
 from jaxprune._validate import check_choice, check_number
-from jaxprune.pipelines import register, setup, write_results
+from jaxprune.pipelines import progress, register, run_summary, setup, write_results
 from jaxprune.pipelines.dpf import MaskTracker, mask_convergence, schedule_end_step
 from jaxprune.train import Trainer, replicated_sharding
 from jaxprune.train.optim import make_optimizer
@@ -124,7 +124,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
     state0 = trainer.init_state()
     tracker.save_initial(jpo.get_mask(state0.opt_state))
     state0 = jax.device_put(fresh_copy(state0), replicated_sharding(trainer.mesh))
-    state = trainer.fit(state0, resume=bool(config.resume), progress=False)
+    state = trainer.fit(state0, resume=bool(config.resume), progress=progress(config))
     mask = jpo.get_mask(state.opt_state)
     test = trainer.evaluate(state, "test")
     leaves = [np.asarray(x) for x in jax.tree.leaves(mask)]
@@ -157,6 +157,11 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
         mask_convergence=mask_convergence(root / "masks", epochs),
         resumed=bool(config.resume),
         wall_s=time.perf_counter() - tic,
+    )
+    record["summary"] = run_summary(
+        "sparse_training", method=f"{record['method']} {100 * record['target_sparsity']:g}%", test=test,
+        params=state.params, mask=mask, model=model, input_shape=getattr(dataset, "input_shape", None),
+        batch_stats=state.batch_stats,
     )
     write_results(root, record)
     return record
