@@ -1053,3 +1053,21 @@ def test_set_mask_errors():
     # jittable
     new = jax.jit(jp.optax.set_mask)(state, {"w": jnp.array([True, False, True, False]), "b": None})
     np.testing.assert_array_equal(jp.optax.get_mask(new)["w"], [True, False, True, False])
+
+
+@pytest.mark.parametrize("scope", ["neuron", "filter"])
+def test_dpf_out_axis_equals_the_transposed_default_layout(scope):
+    """equinox/PyTorch weights are (out, in): ``out_axis=0`` prunes the same units
+    as the default layout on the transposed kernel."""
+    import functools
+
+    w = jax.random.normal(jax.random.key(4), (6, 10))  # flax layout (in, out)
+    scorer = jp.masks.filter_norm if scope == "filter" else jp.masks.magnitude
+    scorer_t = functools.partial(jp.masks.filter_norm, out_axis=0) if scope == "filter" else scorer
+    flax_tx = jp.optax.dpf(0.5, update_every=1, scope=scope, scorer=scorer, prunable={"w": True})
+    eqx_tx = jp.optax.dpf(0.5, update_every=1, scope=scope, scorer=scorer_t, prunable={"w": True}, out_axis=0)
+    grads = {"w": jnp.ones((6, 10))}
+    _, s_flax = flax_tx.update(grads, flax_tx.init({"w": w}), {"w": w})
+    _, s_eqx = eqx_tx.update({"w": grads["w"].T}, eqx_tx.init({"w": w.T}), {"w": w.T})
+    np.testing.assert_array_equal(np.asarray(jp.optax.get_mask(s_eqx)["w"]),
+                                  np.asarray(jp.optax.get_mask(s_flax)["w"]).T)

@@ -81,6 +81,7 @@ def dpf(
     freeze_after: int | None = None,
     key: jax.Array | None = None,
     inner: optax.GradientTransformation | None = None,
+    out_axis: int = -1,
 ) -> optax.GradientTransformation:
     """Dynamic Pruning with Feedback as an optax transformation.
 
@@ -134,6 +135,12 @@ def dpf(
         Default: keep updating every ``p`` steps until the end (paper, Figure 4).
       key: PRNG key, required by scorers that take ``key``.
       inner: optional optimizer to wrap: ``optax.chain(inner, dpf(...))``.
+      out_axis: the axis of the output units of every prunable leaf, for the
+        ``"neuron"``, ``"filter"`` and N:M scopes (see
+        :func:`jaxprune.masks.topk`): ``-1`` for flax ``(..., out)`` kernels,
+        ``0`` for equinox/PyTorch ``(out, in, ...)`` weights. With
+        ``scope="filter"`` give the scorer the same axis, e.g.
+        ``scorer=functools.partial(jp.masks.filter_norm, out_axis=0)``.
 
     Timing (precise): ``update`` number ``t`` (``t = state.count``; 0-based)
     with ``t % update_every == 0`` (and ``t <= freeze_after``) recomputes the
@@ -198,7 +205,8 @@ def dpf(
         scores = scorer(*(inputs[name] for name in arg_names))
         extra = {"params": params} if scope == "filter" else {}
         mask = _masks.topk(
-            scores, sparsity, scope=scope, prunable=old, mask=None if feedback else old, **extra
+            scores, sparsity, scope=scope, prunable=old, mask=None if feedback else old, out_axis=out_axis,
+            **extra,
         )
         return (
             mask,
