@@ -659,7 +659,7 @@ def train_method(
     )
     record["summary"] = run_summary(
         record["pipeline"], method=f"{label} {100 * target:g}%" if method != "dense" else label, test=test,
-        params=state.params, mask=_prunable_only(mask, paper_prunable(state.params)), model=model,
+        params=state.params, mask=mask, model=model,  # None on the leaves outside paper_prunable
         input_shape=_example_shape(dataset), batch_stats=state.batch_stats,
     )
     write_results(root, record)
