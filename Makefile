@@ -98,11 +98,11 @@ ap-cpu: $(STAMP)
 	for ft in pruned_layer all; do $(PY) -m experiments.ap_study --finetune $$ft --models lenet300,mlp --epochs 5 \
 	  --finetune_epochs 4 --train_limit 6000 --t_samples_epoch 100000 --jobs 2; done
 
-# Sparse training study (issue 18), reduced budget for the shared 2-core machine (see results/sparse_training.md).
-SPARSE_ARGS := --epochs 3 --train_limit 6000 --update_every 20
+# Sparse training study (issue 18) at the DPF study's full CPU budget; DPF/Incremental reused from results/dpf_table2.json.
+SPARSE_ARGS :=
 sparse-cpu: $(STAMP)
 	for s in 0 1 2; do $(PY) -m experiments.sparse_training_study $(SPARSE_ARGS) --seeds $$s --run_only \
-	  --out runs/sparse_study/seed$$s.json --workroot runs/sparse_study/w$$s & done; wait
+	  --out runs/sparse_study/seed$$s.json --workroot runs/sparse_study/w$$s --reuse results/dpf_table2.json & done; wait
 	$(PY) -m experiments.sparse_training_study --report_only --out results/sparse_training.json \
 	  --merge runs/sparse_study/seed0.json,runs/sparse_study/seed1.json,runs/sparse_study/seed2.json
 

@@ -29,6 +29,7 @@ LABELS = {"dense": "Dense", "static": "Static (ERK)", "set": "SET", "rigl": "Rig
           "sparse_momentum": "Sparse Momentum", "dsr": "DSR", "ste": "STE", "dpf": "DPF",
           "incremental": "Incremental"}
 CONFIG = "jaxprune.configs.sparse_lenet300_fmnist"
+REUSABLE = ("dpf", "incremental")  # the DPF study's runs with this study's config
 
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Epochs of every method (0: the config's 60).")
 _LIMIT = flags.DEFINE_integer("train_limit", 0, "Training examples before the validation split (0: all).")
@@ -45,6 +46,10 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only the report from the
 _MD = flags.DEFINE_string("md", "results/sparse_training.md", "Report path.")
 _PNG = flags.DEFINE_string("png", "results/sparse_training.png", "Plot path.")
 _NOTE = flags.DEFINE_string("note", "", "Text added under the setup line of the report (budget, machine).")
+_REUSE = flags.DEFINE_string(
+    "reuse", "", "JSON of DPF-study records (e.g. results/dpf_table2.json): its DPF and Incremental runs are "
+    "taken instead of rerun when their config equals the one this study would run (Dense always runs "
+    "here: it is the wall-time baseline).")
 
 
 def _key(r: dict) -> tuple:
@@ -60,11 +65,10 @@ def _save(path: pathlib.Path, runs: list[dict]) -> None:
     path.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
 
 
-def run_one(method: str, target: float, seed: int, epochs: int, limit: int, workroot: pathlib.Path,
-            update_every: int = 0) -> dict:
+def study_config(method: str, target: float, seed: int, epochs: int = 0, limit: int = 0,
+                 update_every: int = 0):
+    """The config of one run of the grid (``epochs``/``limit``/``update_every`` 0: the config's)."""
     import importlib
-
-    from jaxprune.pipelines import get_pipeline
 
     config = importlib.import_module(CONFIG).get_config(f"{method},{target}")
     config.seed = seed
@@ -74,6 +78,33 @@ def run_one(method: str, target: float, seed: int, epochs: int, limit: int, work
         config.data.train_limit = limit
     if update_every and config.pipeline == "sparse_training":
         config.method.update_every = update_every
+    return config
+
+
+def _protocol(config: dict) -> dict:
+    """``config`` without the keys that change how a run is shown or restarted, not what it computes."""
+    config = {k: v for k, v in config.items() if k != "resume"}
+    if "train" in config:
+        config["train"] = {k: v for k, v in config["train"].items() if k != "progress_bar"}
+    return config
+
+
+def reusable(records: list[dict], method: str, target: float, seed: int, **overrides) -> dict | None:
+    """The record among ``records`` (a DPF study's) whose config is exactly the
+    one this study runs for ``(method, target, seed)``, or None; the DPF study's
+    "+FT" rows (``study_method`` ending in ``_ft``) never match."""
+    want = _protocol(json.loads(study_config(method, target, seed, **overrides).to_json()))
+    for r in records:
+        if r.get("study_method", r.get("method_id")) == method and _protocol(r.get("config", {})) == want:
+            return {**r, "method_id": method, "reused_from": "dpf_study"}
+    return None
+
+
+def run_one(method: str, target: float, seed: int, epochs: int, limit: int, workroot: pathlib.Path,
+            update_every: int = 0) -> dict:
+    from jaxprune.pipelines import get_pipeline
+
+    config = study_config(method, target, seed, epochs, limit, update_every)
     workdir = workroot / f"{method}_{target}_s{seed}"
     shutil.rmtree(workdir, ignore_errors=True)  # an unfinished run (finished ones are in the JSON)
     record = get_pipeline(config.pipeline)(config, str(workdir))
@@ -87,18 +118,25 @@ def run_grid(out: pathlib.Path) -> list[dict]:
     done = {_key(r) for r in runs}
     seeds = [int(s) for s in _SEEDS.value.split(",")]
     targets = [float(t) for t in _TARGETS.value.split(",")]
+    reuse = _load(pathlib.Path(_REUSE.value)) if _REUSE.value else []
+    overrides = dict(epochs=_EPOCHS.value, limit=_LIMIT.value, update_every=_EVERY.value)
     for seed in seeds:
         for method in _METHODS.value.split(","):
             for target in ([0.0] if method == "dense" else targets):
                 if (method, round(target, 4), seed) in done:
                     continue
-                r = run_one(method, target if method != "dense" else 0.9, seed, _EPOCHS.value, _LIMIT.value,
-                            pathlib.Path(_WORKROOT.value), _EVERY.value)
+                run_target = target if method != "dense" else 0.9
+                r = reusable(reuse, method, run_target, seed, **overrides) if method in REUSABLE else None
+                if r is None:
+                    r = run_one(method, run_target, seed, _EPOCHS.value, _LIMIT.value,
+                                pathlib.Path(_WORKROOT.value), _EVERY.value)
+                r.pop("history", None)
                 r["target_sparsity"] = target
                 runs.append(r)
                 _save(out, runs)
-                print(f"{method} {target} seed {seed}: test_acc {r['test_acc']:.4f} wall {r['wall_s']:.0f} s",
-                      flush=True)
+                reused = " (reused)" if "reused_from" in r else ""
+                print(f"{method} {target} seed {seed}{reused}: test_acc {r['test_acc']:.4f} "
+                      f"wall {r['wall_s']:.0f} s", flush=True)
     return runs
 
 
@@ -140,12 +178,13 @@ def report(runs: list[dict], md: pathlib.Path, png: pathlib.Path, note: str = ""
             k = (m, 0.0) if m == "dense" else (m, t)
             cells.append("-" if k not in acc else f"{acc[k][0]:.2f} +- {acc[k][1]:.2f} (n={acc[k][2]})")
         ratios = [r["wall_s"] / dense_wall[r["seed"]] for k, v in by.items() if k[0] == m for r in v
-                  if r["seed"] in dense_wall]
+                  if r["seed"] in dense_wall and "reused_from" not in r]
         wall = f"{np.median(ratios):.2f}" if ratios else "-"
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {wall} |")
     lines += ["", "Wall / Dense: median over runs of the run's wall time over the Dense run's of the same "
               "seed (whole runs: compilation, per-epoch evaluation and mask bookkeeping included; the "
-              "workers shared a loaded machine, so these ratios are rough)."]
+              "workers shared a loaded machine, so these ratios are rough; '-' for runs reused from "
+              "the DPF study, timed under other conditions)."]
     lines += ["", "## The DPF paper's claim against DSR and Sparse Momentum", "",
               "Claim (Lin et al. 2020, Table 1): DPF reaches a higher test accuracy than DSR and SM at the "
               "same target sparsity.", "", "| target | DPF - DSR (pp) | DPF - SM (pp) | holds |",

@@ -427,6 +427,38 @@ def test_rigl_jit_sharded_8_devices_matches_unsharded():
     assert int(m1["a"].sum()) == 32
 
 
+@pytest.mark.parametrize("name", ["rigl", "set"])
+def test_forward_at_params_equals_forward_at_masked_params(name):
+    """The sparse_training pipeline's shortcut for methods that hold inactive
+    weights at 0: mask the params once at step 0, then take gradients at the
+    params themselves. Bitwise the trajectory of gradients at ``m * w``."""
+    x = jax.random.normal(jax.random.key(3), (16, 12))
+
+    def loss(p):
+        return jnp.mean(jnp.tanh(jnp.tanh(x @ p["a"]) @ p["b"] + p["bias"]) ** 2)
+
+    def make():
+        inner = optax.sgd(0.1, momentum=0.9)
+        if name == "rigl":
+            return O.rigl(inner, 0.7, 12, key=KEY, update_every=3, prunable=PRUNABLE)
+        return O.set_sparse(inner, 0.7, key=KEY, update_every=3, prunable=PRUNABLE)
+
+    tx = make()
+    carried = make_params()
+    s1 = tx.init(carried)
+    direct = O.sparse_params(carried, s1)
+    s2 = tx.init(direct)
+    for _ in range(8):
+        u, s1 = tx.update(jax.grad(loss)(O.sparse_params(carried, s1)), s1, carried)
+        carried = optax.apply_updates(carried, u)
+        u, s2 = tx.update(jax.grad(loss)(direct), s2, direct)
+        direct = optax.apply_updates(direct, u)
+    for k in carried:
+        np.testing.assert_array_equal(np.asarray(carried[k]), np.asarray(direct[k]))
+    first, last = np_mask(tx.init(make_params())), np_mask(s1)
+    assert any(not np.array_equal(first[k], last[k]) for k in first)  # the masks did change
+
+
 # --------------------------------------------------------------------------- pipeline
 
 

@@ -7,11 +7,12 @@ Variants of the same jitted, donated train step:
 
   dense: plain SGD;
   rigl / set: 90% sparsity over DPF's prunable set (both hidden kernels), the
-      mask updated every 100 steps, in the Trainer's carried form (``m * w``
-      for the next forward pass computed at the end of the step);
-  rigl_direct: RigL with the forward pass at ``params`` themselves: these
-      transformations hold every inactive weight at exactly 0, so ``params ==
-      m * w`` after the first update and the masking pass can be skipped.
+      mask updated every 100 steps, the forward pass at the params themselves
+      (the sparse_training pipeline's form: these transformations hold every
+      inactive weight at exactly 0, and the params are masked once at step 0);
+  rigl_carried: RigL in the carried form that DPF and STE need (``m * w`` for
+      the next forward pass computed at the end of the step): one more
+      elementwise pass per step.
 
 Blocks of ``--block`` steps (a multiple of 100: one mask update per block)
 run interleaved, (dense, rigl, set, ...) per round, so machine noise hits all
@@ -51,9 +52,9 @@ def build(total: int) -> tuple[dict, dict]:
     key = jax.random.key(1)
     variants = {
         "dense": (sgd(), "dense"),
-        "rigl": (jp.optax.rigl(sgd(), 0.9, total, key=key, update_every=100), "carried"),
-        "set": (jp.optax.set_sparse(sgd(), 0.9, key=key, update_every=100), "carried"),
-        "rigl_direct": (jp.optax.rigl(sgd(), 0.9, total, key=key, update_every=100), "direct"),
+        "rigl": (jp.optax.rigl(sgd(), 0.9, total, key=key, update_every=100), "direct"),
+        "set": (jp.optax.set_sparse(sgd(), 0.9, key=key, update_every=100), "direct"),
+        "rigl_carried": (jp.optax.rigl(sgd(), 0.9, total, key=key, update_every=100), "carried"),
     }
     steps, states = {}, {}
     for name, (tx, form) in variants.items():
@@ -68,6 +69,8 @@ def build(total: int) -> tuple[dict, dict]:
         steps[name] = jax.jit(step, donate_argnums=(0, 1, 2))
         params = jax.tree.map(jnp.array, params0)
         opt_state = tx.init(params)
+        if form == "direct":
+            params = jp.optax.sparse_params(params, opt_state)
         fwd = jp.optax.sparse_params(params, opt_state) if form == "carried" else None
         fwd = None if fwd is None else jax.tree.map(jnp.array, fwd)
         states[name] = (params, fwd, opt_state)

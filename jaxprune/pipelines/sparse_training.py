@@ -15,8 +15,12 @@
 
 All train on the params of :func:`jaxprune.optax.default_prunable` (DPF's set,
 so that the rows compare with the DPF study) with the optimizer of
-``config.train`` wrapped by the method (STE: placed first in the chain), the
-forward pass at ``m * w`` (``jaxprune.optax.sparse_params``). ``config.method``
+``config.train`` wrapped by the method (STE: placed first in the chain). The
+forward pass is at ``m * w`` (``jaxprune.optax.sparse_params``) for STE and
+AC/DC, which keep dense weights; the others hold every inactive weight at
+exactly 0, so their params are masked once at step 0 and the forward pass
+reads them as they are (the same numbers, one elementwise pass per step less).
+``config.method``
 keys: ``name``, ``target_sparsity``, ``update_every`` (0: the method's default,
 100 = RigL's Delta T), ``drop_fraction`` (SET/RigL zeta, SM's prune rate; 0:
 the method's default), ``distribution`` (``""``: the method's default: ERK for
@@ -51,6 +55,8 @@ from jaxprune.tree import fresh_copy
 METHODS = ("static", "set", "rigl", "sparse_momentum", "dsr", "ste", "acdc")
 LABELS = {"static": "Static", "set": "SET", "rigl": "RigL", "sparse_momentum": "Sparse Momentum",
           "dsr": "DSR", "ste": "STE", "acdc": "AC/DC"}
+# Methods whose updates keep every inactive weight at exactly 0 (jaxprune/transforms/_sparse.py).
+HOLD_ZEROS = ("static", "set", "rigl", "sparse_momentum", "dsr")
 METHOD_DEFAULTS: dict[str, Any] = {
     "name": "rigl",
     "target_sparsity": 0.9,
@@ -119,9 +125,13 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
     probe = Trainer(model, dataset, config.train, seed=seed)
     tx = make_transform(m, config.train, probe.steps_per_epoch, seed)
     tracker = MaskTracker(lambda s: jpo.get_mask(s.opt_state), root / "masks")
-    trainer = Trainer(model, dataset, config.train, tx=tx, forward_params=jpo.sparse_params,
+    holds_zeros = m["name"] in HOLD_ZEROS
+    trainer = Trainer(model, dataset, config.train, tx=tx,
+                      forward_params=None if holds_zeros else jpo.sparse_params,
                       hooks=[tracker], workdir=root / "train", seed=seed)
     state0 = trainer.init_state()
+    if holds_zeros:
+        state0 = state0.replace(params=jpo.sparse_params(state0.params, state0.opt_state))
     tracker.save_initial(jpo.get_mask(state0.opt_state))
     state0 = jax.device_put(fresh_copy(state0), replicated_sharding(trainer.mesh))
     state = trainer.fit(state0, resume=bool(config.resume), progress=progress(config))

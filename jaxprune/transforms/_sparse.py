@@ -206,8 +206,13 @@ def sparse_transform(
     (e.g. a momentum buffer). ``mask_grads``: the inner optimizer gets the
     gradient zeroed at inactive entries (a sparse network's gradient) instead
     of the dense one. ``reset_moments``: the inner optimizer's per-parameter
-    state (found with ``optax.tree_utils.tree_map_params``) is set to 0 at
-    regrown entries after the update."""
+    state (found with ``optax.tree_utils.tree_map_params``) is held at 0 at
+    inactive entries: it is zeroed there (old mask) as each update begins, so
+    that an entry regrown at update ``t`` leaves it with state 0, exactly as a
+    reset after the update would, and the weights follow the same trajectory
+    (an inactive entry's state is never read: its update is ``-w``). Zeroing on
+    entry rather than resetting after the update lets XLA fuse the zeroing into
+    the inner update instead of copying the moments at every step."""
     check_inner(inner)
     extra_fields = state_type._fields[3:]
 
@@ -246,7 +251,18 @@ def sparse_transform(
             for i, m, x in zip(idx, old, g, strict=True):
                 g_flat[i] = jnp.where(m, x, jnp.zeros((), jnp.result_type(x)))
             g_in = jax.tree.unflatten(treedef, g_flat)
-        u, inner_state = inner.update(g_in, state.inner_state, params)
+        inner_state = state.inner_state
+        if reset_moments:
+            active = [False] * len(m_leaves)
+            for i, m in zip(idx, old, strict=True):
+                active[i] = m
+            inner_state = optax.tree_utils.tree_map_params(
+                inner,
+                lambda x, m: x if m is False else jnp.where(m, x, jnp.zeros((), x.dtype)),
+                inner_state,
+                jax.tree.unflatten(treedef, active),
+            )
+        u, inner_state = inner.update(g_in, inner_state, params)
         new = old
         if due is not None:
 
@@ -259,16 +275,6 @@ def sparse_transform(
             # Only the masks (and small extras) go through the cond: passing the optimizer
             # state through it would copy it at every step.
             new, extra = lax.cond(due(t), change, keep, old, w, g if needs_grads else [None] * len(g), extra)
-            if reset_moments:  # one fused pass with the inner update; 0 where regrown
-                regrown = [False] * len(m_leaves)
-                for i, a, b in zip(idx, old, new, strict=True):
-                    regrown[i] = b & ~a
-                inner_state = optax.tree_utils.tree_map_params(
-                    inner,
-                    lambda x, r: x if r is False else jnp.where(r, jnp.zeros((), x.dtype), x),
-                    inner_state,
-                    jax.tree.unflatten(treedef, regrown),
-                )
         u_leaves = treedef.flatten_up_to(u)
         for i, a, b, x in zip(idx, old, new, w, strict=True):
             ui = u_leaves[i]

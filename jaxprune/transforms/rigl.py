@@ -72,7 +72,8 @@ def rigl(
     rule of ``m * w``). Ties: lower flat index. A newly active weight is exactly
     0 after the update and, with ``reset_moments``, every per-parameter state
     of ``inner`` (momentum, Adam's moments) is 0 there
-    (``optax.tree_utils.tree_map_params``). The inner optimizer sees the
+    (``optax.tree_utils.tree_map_params``; the state is held at 0 at every
+    inactive entry, which gives the regrown ones 0). The inner optimizer sees the
     gradient zeroed at inactive entries; an inactive weight's update is ``-w``.
 
     Defaults are the paper's: ERK initial densities (each leaf keeps its count),
