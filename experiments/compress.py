@@ -13,11 +13,14 @@ model is compacted with :func:`jaxprune.compress.compact` and written to
 
 - ``variables.npz``: the compact variables, one array per leaf, keyed by the
   ``/``-joined path (``params/stage1_block1/conv1/kernel``, ...);
-- ``report.json``: the input shape used (``--input_shape``; default from the
-  first kernel, see ``_input_shape``), per layer the units before/after and pruned, the pruned
+- ``report.json``: the input shape used (``--input_shape``; default: the one
+  the run recorded in ``results.json``, else inferred from the kernels, see
+  ``_input_shape``), per layer the units before/after and pruned, the pruned
   channels that could not be removed (and why), params before/after, the
   compact model's ``widths``, MACs per example before/after
-  (:func:`jaxprune.measures.cost.cost`) and the checkpoint used.
+  (:func:`jaxprune.measures.cost.cost`) and the checkpoint used; with
+  ``--eval`` also the test metrics of the masked, group-masked and compact
+  models (:func:`test_metrics`).
 
 Rebuild the compact model with ``get_model(name, num_outputs,
 **kwargs).clone(widths=tuple(report["widths"].items()))``.
@@ -36,11 +39,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxprune.compress import compact
+from jaxprune.compress.graph import default_apply_kwargs
 from jaxprune.measures.cost import cost
 from jaxprune.train.models import get_model
-from jaxprune.tree import is_none, path_str
+from jaxprune.tree import apply_mask, path_str
 
 PHASES = ("finetune", "train", "dense", "")
+# Image side of the in-memory datasets (jaxprune.train.data.sources), for runs without a recorded shape.
+IMAGE_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32,
+               "imagenet2012": 64}
 
 
 def find_checkpoint(workdir: pathlib.Path, phase: str | None, step: int | None) -> pathlib.Path:
@@ -89,7 +96,8 @@ def zeros_mask(params: Any) -> Any:
 
 
 def run(
-    workdir: pathlib.Path, phase: str | None, step: int | None, input_shape: tuple[int, ...] | None
+    workdir: pathlib.Path, phase: str | None, step: int | None, input_shape: tuple[int, ...] | None,
+    evaluate: bool = False,
 ) -> dict:
     config = json.loads((workdir / "config.json").read_text())
     ckpt = find_checkpoint(workdir, phase, step)
@@ -99,13 +107,12 @@ def run(
     mask_source = "optimizer state"
     if mask is None:
         mask, mask_source = zeros_mask(params), "exact zeros of the kernels"
-    head = [w for p, w in jax.tree.leaves_with_path(params) if np.ndim(w) == 2]
-    num_outputs = int(np.shape(head[-1])[-1])
     m = config["model"]
+    num_outputs = _num_outputs(params, config)
     model = get_model(m["name"], num_outputs, dtype=m.get("dtype", "float32"), **dict(m.get("kwargs") or {}))
-    if input_shape is None:
-        input_shape = _input_shape(params, config)
     variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+    if input_shape is None:
+        input_shape = _recorded_input_shape(workdir) or _input_shape(model, variables, config)
     small, small_vars, report = compact(model, variables, mask, input_shape=input_shape)
     out = workdir / "compact"
     out.mkdir(exist_ok=True)
@@ -121,19 +128,87 @@ def run(
         "checkpoint": str(ckpt.parent),
         "mask_source": mask_source,
     }
+    if evaluate:
+        summary["test"] = test_metrics(config, {
+            "masked (as trained)": (model, variables | {"params": apply_mask(params, mask)}),
+            "group-masked": (model, variables | {"params": apply_mask(params, report.group_mask)}),
+            "compact": (small, small_vars),
+        })
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _input_shape(params: Any, config: dict) -> tuple[int, ...]:
-    """The input shape from the first kernel: an MLP's input features, or for a
-    conv net ``(S, S, C_in)`` with ``S = config["data"]["image_size"]`` (else 32;
-    the compaction does not depend on ``S``, the MACs in the report do)."""
-    kernels = [w for w in jax.tree.leaves(params, is_leaf=is_none) if np.ndim(w) >= 2]
-    if np.ndim(kernels[0]) == 2:
-        return (int(np.shape(kernels[0])[0]),)
-    size = int((config.get("data") or {}).get("image_size") or 32)
-    return (size, size, int(np.shape(kernels[0])[-2]))
+def test_metrics(config: dict, models: dict[str, tuple[Any, Any]]) -> dict[str, dict]:
+    """Test-split metrics (the engine's exact evaluation) of each ``name: (model,
+    variables)``, on the run's own dataset and eval batch size. "masked (as
+    trained)" is the network the run evaluated (``m * w``, BatchNorm as
+    trained); "group-masked" also zeroes the bias / BatchNorm scale and shift
+    of the removed channels (:func:`jaxprune.compress.compact`'s decision),
+    which is the compact model's function exactly."""
+    import jax.numpy as jnp
+    from ml_collections import ConfigDict
+
+    from jaxprune.pipelines import load_data
+    from jaxprune.train import Trainer
+    from jaxprune.train.state import TrainState
+
+    cfg = ConfigDict(config)
+    dataset = load_data(cfg)
+    out = {}
+    for name, (model, variables) in models.items():
+        trainer = Trainer(model, dataset, cfg.train, seed=int(cfg.seed))
+        state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables.get("batch_stats", {}),
+                           (), jnp.zeros(2, jnp.uint32))
+        out[name] = trainer.evaluate(state, "test")
+    return out
+
+
+def _num_outputs(params: Any, config: dict) -> int:
+    """The dataset's number of classes (1 for regression); for a dataset name
+    outside the built-in table, the output width of the params' last 2-D kernel."""
+    from jaxprune.train.data.sources import SPECS
+
+    spec = SPECS.get((config.get("data") or {}).get("name", ""))
+    if spec is not None:
+        return spec.num_classes if spec.task == "classification" else 1
+    head = [w for w in jax.tree.leaves(params) if np.ndim(w) == 2]
+    return int(np.shape(head[-1])[-1])
+
+
+def _recorded_input_shape(workdir: pathlib.Path) -> tuple[int, ...] | None:
+    """The input shape the run recorded in ``results.json`` (``summary.input_shape``), if any."""
+    path = workdir / "results.json"
+    if not path.exists():
+        return None
+    shape = (json.loads(path.read_text()).get("summary") or {}).get("input_shape")
+    return tuple(int(d) for d in shape) if shape else None
+
+
+def _input_shape(model: Any, variables: Any, config: dict) -> tuple[int, ...]:
+    """For a run without a recorded shape: the candidate that the model accepts
+    with these params (checked by ``jax.eval_shape``, no compute): an MLP's input
+    features (first dim of a 2-D kernel), or ``(S, S, C_in)`` for a conv net with
+    ``S`` the built-in dataset's image size (``IMAGE_SIZES``; a streaming run's
+    ``data.image_size``; else 32: the compaction does not depend on ``S``, the
+    MACs in the report do) and ``C_in`` the input channels of one
+    of its conv kernels. Saved checkpoints list layers alphabetically, not in
+    forward order, so every candidate is tried."""
+    data = config.get("data") or {}
+    streaming = bool(data.get("streaming"))
+    size = int(data.get("image_size") or 224) if streaming else IMAGE_SIZES.get(data.get("name"), 32)
+    leaves = jax.tree.leaves(variables["params"])
+    candidates = [(size, size, int(np.shape(w)[-2])) for w in leaves if np.ndim(w) == 4]
+    candidates += [(int(np.shape(w)[0]),) for w in leaves if np.ndim(w) == 2]
+    kwargs = default_apply_kwargs(model)
+    for shape in dict.fromkeys(candidates):
+        try:
+            jax.eval_shape(lambda v, x: model.apply(v, x, **kwargs), variables,
+                           jax.ShapeDtypeStruct((1, *shape), np.float32))
+        except Exception:  # a wrong candidate fails in whatever layer it reaches first
+            continue
+        return shape
+    raise ValueError(f"could not infer the model's input shape from its params; pass --input_shape "
+                     f"(tried {list(dict.fromkeys(candidates))})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,9 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--step", default=None, type=int)
     parser.add_argument("--input_shape", default=None, type=int, nargs="+")
+    parser.add_argument("--eval", action="store_true",
+                        help="also evaluate the masked, group-masked and compact models on the test split")
     args = parser.parse_args(argv)
     shape = tuple(args.input_shape) if args.input_shape else None
-    s = run(args.workdir, args.phase, args.step, shape)
+    s = run(args.workdir, args.phase, args.step, shape, evaluate=args.eval)
     print(
         f"{s['model']}: params {s['params_before']:,} -> {s['params_after']:,}, "
         f"MACs/example {s['macs_before']:,} -> {s['macs_after']:,}; "
@@ -154,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         f"wrote {args.workdir / 'compact'}",
         file=sys.stdout,
     )
+    for name, metrics in (s.get("test") or {}).items():
+        print(f"  test {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":

@@ -219,7 +219,9 @@ def run_summary(
     parameters kept; with ``model`` and ``input_shape`` (one example, no batch
     axis) also the multiply-accumulates kept, counted from the jaxpr
     (:func:`jaxprune.measures.cost`; ``batch_stats``: the model's BatchNorm
-    statistics, if it has any). ``extra``: more ``name=value`` fields."""
+    statistics, if it has any), and the ``input_shape`` itself (what
+    ``experiments.compress`` rebuilds the model with). ``extra``: more
+    ``name=value`` fields."""
     import jax
 
     from jaxprune.tree import full_mask, is_none
@@ -242,6 +244,8 @@ def run_summary(
         if model is not None and input_shape is not None:
             variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
             out.update(_macs(model, variables, mask, input_shape))
+    if input_shape is not None:
+        out["input_shape"] = [int(d) for d in input_shape]
     out["extra"] = {k: v for k, v in extra.items() if v is not None}
     return out
 
