@@ -12,6 +12,13 @@ factor. Residual-tied channels are removed only where every coupled layer
 prunes them, so ResNet-20 keeps most of its residual stream (the report of
 ``compact`` says how many).
 
+Reference rows ("uniform widths"): the same architecture built with every
+conv at ``round((1 - s) * C)`` filters, residual streams included, i.e. the
+thinnest model any filter pruning at that sparsity could compact to. Its
+speed-up over the full model at its MAC factor bounds what pruning can reach
+on the backend: where even this row is below 0.7x, the goal is out of reach
+for that model on that backend, whatever the mask.
+
 Also the time of ``compact`` itself for ResNet-50 at 224x224 (goal: seconds).
 
     python -m experiments.benchmarks.bench_compress                 # all
@@ -88,6 +95,34 @@ def bench_model(name: str, sparsity: float, batch: int, rounds: int, repeats: in
     }
 
 
+def conv_widths(params: dict, keep: float) -> tuple[tuple[str, int], ...]:
+    """``(module path, round(keep * filters))`` of every conv kernel in ``params``."""
+    return tuple(
+        ("/".join(str(k.key) for k in path[:-1]), max(round(keep * w.shape[-1]), 1))
+        for path, w in jax.tree.leaves_with_path(params)
+        if str(path[-1].key) == "kernel" and np.ndim(w) == 4
+    )
+
+
+def bench_uniform(name: str, sparsity: float, batch: int, rounds: int, repeats: int) -> dict:
+    """The full model vs the same architecture at uniform ``1 - sparsity`` conv widths."""
+    model = get_model(name, 10)
+    x = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3))
+    variables = model.init(jax.random.key(0), x[:1])
+    thin = model.clone(widths=conv_widths(variables["params"], 1 - sparsity))
+    thin_vars = thin.init(jax.random.key(0), x[:1])
+    full_fn = jax.jit(lambda v, x: model.apply(v, x))
+    thin_fn = jax.jit(lambda v, x: thin.apply(v, x))
+    times = {"full": [], "thin": []}
+    for _ in range(rounds):
+        times["full"].append(timed(full_fn, variables, x, repeats=repeats))
+        times["thin"].append(timed(thin_fn, thin_vars, x, repeats=repeats))
+    full_t, thin_t = statistics.median(times["full"]), statistics.median(times["thin"])
+    macs = cost(model, variables, None, (32, 32, 3))["macs"]
+    return {"dense_ms": 1e3 * full_t, "compact_ms": 1e3 * thin_t, "speedup": full_t / thin_t,
+            "mac_factor": macs / cost(thin, thin_vars, None, (32, 32, 3))["macs"]}
+
+
 def compaction_time(repeats: int) -> list[float]:
     model = get_model("resnet50", 1000)
     variables = model.init(jax.random.key(0), jnp.ones((1, 224, 224, 3)))
@@ -108,6 +143,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compaction_repeats", type=int, default=3)
+    parser.add_argument("--no_reference", action="store_true", help="skip the uniform-width reference rows")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, batch {args.batch}, {args.rounds} rounds x {args.repeats} calls")
     print(
@@ -125,6 +161,14 @@ def main() -> None:
                 f"| {r['kept_pruned_channels']} | {r['max_abs_diff']:.1e} |",
                 flush=True,
             )
+            if not args.no_reference:
+                u = bench_uniform(name, s, args.batch, args.rounds, args.repeats)
+                print(
+                    f"| {name} (uniform widths) | {s:.2f} | {u['dense_ms']:.1f} | {u['compact_ms']:.1f} "
+                    f"| {u['speedup']:.2f}x | {u['mac_factor']:.2f}x | {u['speedup'] / u['mac_factor']:.2f} "
+                    "| - | - | - |",
+                    flush=True,
+                )
     if args.compaction_repeats:
         t = compaction_time(args.compaction_repeats)
         print(f"compact(ResNet-50, 224x224, 50% filters per layer): {', '.join(f'{v:.2f}' for v in t)} s")
