@@ -13,7 +13,7 @@
   cubic schedule (0 at step 0, the target at the second lr decay);
 - ``acdc``: :func:`jaxprune.optax.acdc` (Peste et al. 2021).
 
-All train on the params of :func:`jaxprune.optax.default_prunable` (DPF's set,
+All train on the params of :func:`jaxprune.optax.paper_prunable` (DPF's set,
 so that the rows compare with the DPF study) with the optimizer of
 ``config.train`` wrapped by the method (STE: placed first in the chain). The
 forward pass is at ``m * w`` (``jaxprune.optax.sparse_params``) for STE and

@@ -28,7 +28,7 @@ from jax import lax
 from jaxprune import masks as _masks
 from jaxprune._validate import check_choice, check_number
 from jaxprune.masks.select import score_keys, select_columns
-from jaxprune.transforms._common import _static_int, default_prunable
+from jaxprune.transforms._common import _static_int, paper_prunable
 from jaxprune.tree import PyTree, is_none, path_str, resolve_prunable
 
 DISTRIBUTIONS = ("uniform", "erk")
@@ -74,9 +74,9 @@ def is_update_step(t: jax.Array, update_every: int, stop: int | None = None) -> 
 
 
 def prunable_flags(params: PyTree, prunable: PyTree | None, distribution: str) -> PyTree:
-    """Python-bool flags of the pruned leaves (default :func:`default_prunable`).
+    """Python-bool flags of the pruned leaves (default :func:`paper_prunable`).
     A pruned leaf with a zero dimension has no density: ``ValueError``."""
-    flags = default_prunable(params) if prunable is None else resolve_prunable(params, prunable)
+    flags = paper_prunable(params) if prunable is None else resolve_prunable(params, prunable)
     chosen = [(p, w) for (p, w), f in zip(jax.tree.leaves_with_path(params, is_leaf=is_none),
                                           jax.tree.leaves(flags), strict=True) if f]
     if not chosen:

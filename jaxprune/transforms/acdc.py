@@ -12,7 +12,7 @@ from jax import lax
 
 from jaxprune import masks as _masks
 from jaxprune._validate import check_choice, check_number
-from jaxprune.transforms._common import _static_int, default_prunable
+from jaxprune.transforms._common import _static_int, paper_prunable
 from jaxprune.transforms._sparse import sparse_transform
 from jaxprune.tree import PyTree, full_mask, resolve_prunable
 
@@ -87,7 +87,7 @@ def acdc(
       in compressed phases. total_steps: training steps. warmup_fraction,
       phase_fraction, final_fraction: see above. scope: ``"global"`` |
       ``"layer"`` | ``"neuron"``. prunable: pruned leaves (default
-      :func:`jaxprune.optax.default_prunable`).
+      :func:`jaxprune.optax.paper_prunable`).
 
     >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
     >>> params = {"w": jax.random.normal(jax.random.key(0), (10, 10))}
@@ -114,7 +114,7 @@ def acdc(
         return (compressed(t) != prev) | (t == final_start)
 
     def init_mask(params: PyTree) -> PyTree:
-        flags = default_prunable(params) if prunable is None else resolve_prunable(params, prunable)
+        flags = paper_prunable(params) if prunable is None else resolve_prunable(params, prunable)
         if not any(jax.tree.leaves(flags)):
             raise ValueError("prunable selects no leaf of params: nothing to prune")
         return full_mask(params, flags)

@@ -22,7 +22,7 @@ from jaxprune.transforms._common import (
     _restrict_to_visible,
     _scorer_args,
     _static_int,
-    default_prunable,
+    paper_prunable,
 )
 from jaxprune.tree import (
     PyTree,
@@ -110,7 +110,7 @@ def dpf(
         update then recomputes the N:M pattern; a step whose scheduled
         sparsity differs from ``1 - N/M`` prunes nothing.
       prunable: which leaves are pruned (bool pytree or mask; default
-        :func:`default_prunable`, the paper's set, computed over the leaves the
+        :func:`paper_prunable`, the paper's set, computed over the leaves the
         transformation sees: in an ``optax.multi_transform`` branch, the
         branch's leaves; selecting another branch's leaf is a ``ValueError``).
       feedback: ``True`` = DPF: updates pass through UNMASKED, so pruned dense
@@ -184,7 +184,7 @@ def dpf(
     def init_fn(params: PyTree) -> DPFState:
         visible = _hidden_to_none(params)
         if prunable is None:
-            flags = default_prunable(visible)
+            flags = paper_prunable(visible)
         else:
             flags = resolve_prunable(visible, _restrict_to_visible(params, prunable, "prunable"))
         if not any(jax.tree.leaves(flags)):

@@ -69,7 +69,7 @@ def set_sparse(
       key: PRNG key (initial mask and regrowth). drop_fraction: ``zeta`` in
       ``[0, 1)``. update_every: ``Delta T >= 1``. distribution: ``"uniform"`` |
       ``"erk"``. prunable: pruned leaves (default
-      :func:`jaxprune.optax.default_prunable`).
+      :func:`jaxprune.optax.paper_prunable`).
 
     >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
     >>> params = {"w": jax.random.normal(jax.random.key(1), (20, 10))}

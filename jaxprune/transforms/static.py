@@ -49,7 +49,7 @@ def static_sparse(
       sparsity: target fraction of zeros over the pruned leaves, in ``[0, 1)``.
       key: PRNG key of the mask.
       distribution: ``"uniform"`` | ``"erk"``.
-      prunable: pruned leaves (default :func:`jaxprune.optax.default_prunable`).
+      prunable: pruned leaves (default :func:`jaxprune.optax.paper_prunable`).
 
     >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
     >>> params = {"w": jnp.ones((10, 10)), "b": jnp.ones(10)}

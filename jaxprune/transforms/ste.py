@@ -12,7 +12,7 @@ import optax
 
 from jaxprune import masks as _masks
 from jaxprune._validate import check_choice
-from jaxprune.transforms._common import Schedule, _as_schedule, _scorer_args, default_prunable
+from jaxprune.transforms._common import Schedule, _as_schedule, _scorer_args, paper_prunable
 from jaxprune.tree import PyTree, full_mask, is_none, resolve_prunable
 
 
@@ -53,7 +53,7 @@ def ste(
       scorer: ``scorer(params)`` or ``scorer(key, params)`` (e.g.
         ``jp.masks.random``: STE random pruning, ``key = fold_in(key, t)``).
       scope: ``"global"`` | ``"layer"`` | ``"neuron"``.
-      prunable: pruned leaves (default :func:`jaxprune.optax.default_prunable`).
+      prunable: pruned leaves (default :func:`jaxprune.optax.paper_prunable`).
       key: PRNG key, required by scorers that take one.
 
     >>> import jax.numpy as jnp, optax, jaxprune as jp
@@ -73,7 +73,7 @@ def ste(
         raise ValueError(f"scorer {getattr(scorer, '__name__', scorer)!r} takes a PRNG key: pass key=")
 
     def init_fn(params: PyTree) -> STEState:
-        flags = default_prunable(params) if prunable is None else resolve_prunable(params, prunable)
+        flags = paper_prunable(params) if prunable is None else resolve_prunable(params, prunable)
         if not any(jax.tree.leaves(flags)):
             raise ValueError("prunable selects no leaf of params: nothing to prune")
         return STEState(jnp.zeros((), jnp.int32), full_mask(params, flags))
