@@ -34,6 +34,8 @@ def check_number(
     Traced values (inside ``jit``) are not checked: they cannot be inspected."""
     if isinstance(value, jax.core.Tracer):
         return
+    if isinstance(value, str | bytes):  # float("0.5") would pass: a string is never a number here
+        raise ValueError(f"{name} must be a number, got the string {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -101,6 +103,25 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
         raise ValueError(f"{name}={value!r} must be an integer in {rng}, got {type(value).__name__}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{name}={value!r} is outside the valid range {rng}")
+
+
+def check_mask_values(name: str, m: Any) -> None:
+    """A mask leaf: a bool array, or an integer/float array holding only 0 and 1.
+
+    Other dtypes raise ``TypeError``; a concrete numeric leaf with another value
+    (NaN, 0.5, -1, ...) raises ``ValueError`` naming ``name`` (a cast to bool
+    would silently keep NaN entries). Traced leaves are not inspected."""
+    dtype = np.dtype(m.dtype if hasattr(m, "dtype") else np.asarray(m).dtype)
+    if dtype == np.bool_:
+        return
+    if dtype.kind not in "iuf" and dtype.name != "bfloat16":
+        raise TypeError(f"{name} must be a bool (or 0/1 numeric) array, got dtype {dtype}")
+    if isinstance(m, jax.core.Tracer):
+        return
+    a = np.asarray(m).astype(np.float64)
+    bad = ~((a == 0) | (a == 1))
+    if bad.any():
+        raise ValueError(f"{name} has the value {a[bad].flat[0]!r}; mask entries must be bool or 0/1")
 
 
 def is_concrete(x: Any) -> bool:

@@ -39,6 +39,7 @@ from jaxprune.masks.select import score_keys, select_columns, select_global
 from jaxprune.measures import _scope, pq_index, pqi_bound
 from jaxprune.tree import (
     PyTree,
+    check_mask_shapes,
     check_out_axis,
     check_same_structure,
     full_mask,
@@ -311,7 +312,8 @@ def prune_round(
     if mask is None:
         mask = full_mask(params, prunable)
     else:
-        check_same_structure(params, mask)
+        check_mask_shapes(params, mask)  # structure, shapes, bool or 0/1 values
+        mask = jax.tree.map(lambda m: jnp.asarray(m).astype(bool), mask)
     _scope.check_all_finite("params", params)
     if isinstance(out_axis, bool) or not isinstance(out_axis, int):
         raise TypeError(f"out_axis must be a Python int (the axis of output units), got {out_axis!r}")

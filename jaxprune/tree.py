@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune import _validate
+
 PyTree = Any
 Patterns = str | Iterable[str] | None
 
@@ -159,7 +161,8 @@ def check_same_structure(a: PyTree, b: PyTree, name_a: str = "params", name_b: s
 
 def check_mask_shapes(params: PyTree, mask: PyTree, name: str = "mask") -> None:
     """Raise ``ValueError`` unless ``mask`` has the structure of ``params`` and
-    every non-``None`` mask leaf has its param leaf's shape (naming the path).
+    every non-``None`` mask leaf has its param leaf's shape (naming the path)
+    and holds bool or 0/1 values (:func:`jaxprune._validate.check_mask_values`).
 
     >>> import jax.numpy as jnp
     >>> import jaxprune as jp
@@ -176,6 +179,8 @@ def check_mask_shapes(params: PyTree, mask: PyTree, name: str = "mask") -> None:
                 f"{name} leaf at {path or '<root>'} has shape {jnp.shape(m)}, expected the "
                 f"param shape {None if w is None else jnp.shape(w)}"
             )
+        if m is not None:
+            _validate.check_mask_values(f"{name} leaf at {path or '<root>'}", m)
 
 
 def _compile(patterns: Patterns, name: str) -> list[re.Pattern]:

@@ -496,3 +496,40 @@ def test_out_axis_matches_transposed_default(scope):
         jp.masks.topk(params, 0.4, scope="neuron", out_axis=4, prunable={"lin": True, "conv": False})
     with pytest.raises(TypeError, match="out_axis must be a Python int"):
         jp.masks.topk(params, 0.4, scope=scope, out_axis=1.0)
+
+
+# ----------------------------------------------------------------------------- issue 17 sweep regressions
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "neuron"])
+def test_string_sparsity_refused(scope):
+    """float("0.5") would accept a string: a sparsity must be a number."""
+    with pytest.raises(ValueError, match="sparsity"):
+        jp.masks.topk({"k": jnp.ones((4, 2))}, "0.5", scope=scope)
+
+
+def test_complex_scores_refused():
+    with pytest.raises(TypeError, match="complex"):
+        jp.masks.topk({"k": jnp.ones((4, 2), jnp.complex64)}, 0.5)
+
+
+@given(st.sampled_from([float("nan"), 0.5, -1.0, 2.0]))
+def test_mask_values_other_than_0_1_refused(bad):
+    """A numeric mask entry other than 0/1 (NaN would be cast to True: kept) is refused."""
+    mask = jnp.ones((4, 2)).at[1, 0].set(bad)
+    with pytest.raises(ValueError, match="mask leaf"):
+        jp.masks.topk({"k": jnp.arange(8.0).reshape(4, 2)}, 0.5, mask={"k": mask})
+    # the 0/1 float mask is the bool mask
+    ok = jnp.ones((4, 2)).at[1, 0].set(0.0)
+    got = jp.masks.topk({"k": jnp.arange(8.0).reshape(4, 2)}, 0.5, mask={"k": ok})["k"]
+    want = jp.masks.topk({"k": jnp.arange(8.0).reshape(4, 2)}, 0.5, mask={"k": ok > 0})["k"]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_traced_numeric_mask_entry_other_than_1_counts_as_pruned():
+    scores = {"k": jnp.arange(8.0).reshape(4, 2)}
+    bad = jnp.ones((4, 2)).at[3, 1].set(jnp.nan)  # the largest score
+    got = jax.jit(lambda m: jp.masks.topk(scores, 0.5, mask={"k": m}))(bad)["k"]
+    want = jp.masks.topk(scores, 0.5, mask={"k": bad == 1})["k"]
+    assert not bool(got[3, 1])
+    np.testing.assert_array_equal(got, want)

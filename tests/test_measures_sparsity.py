@@ -573,3 +573,73 @@ def test_out_axis_matches_the_moved_layout_and_numpy():
         measures.hoyer(params, mask=mask, scope="neuron", out_axis=2)
     with pytest.raises(TypeError, match="out_axis must be a Python int"):
         measures.gini(params, scope="neuron", out_axis=None)
+
+
+# ----------------------------------------------------------------------------- issue 17 sweep regressions
+
+_POOL_MEASURES = [
+    measures.pq_index,
+    measures.pqi_bound,
+    partial(measures.sparsity_index, scope="global"),
+    measures.gini,
+    measures.hoyer,
+]
+
+
+@pytest.mark.parametrize("f", _POOL_MEASURES)
+def test_mask_values_other_than_0_1_refused(f):
+    """A float mask with NaN (or 0.5) would be cast to bool (NaN -> kept): refused, naming the mask."""
+    w = jnp.array([4.0, 1.0, 0.0, 2.0])
+    for bad in (jnp.array([1.0, jnp.nan, 0.0, 1.0]), jnp.array([1.0, 0.5, 0.0, 1.0])):
+        with pytest.raises(ValueError, match="mask"):
+            f(w, mask=bad)
+    # 0/1 floats are the bool mask: same value as the bool mask on the kept entries
+    bool_mask = jnp.array([True, True, False, False])
+    assert float(f(w, mask=bool_mask.astype(jnp.float32))) == float(f(w[:2]))
+
+
+@given(st.lists(st.sampled_from([0.0, 1.0, 0.25, -1.0, 2.0, float("nan")]), min_size=4, max_size=4))
+def test_mask_values_property(values):
+    """Any numeric mask is accepted iff every entry is 0 or 1."""
+    mask = jnp.array(values, jnp.float32)
+    w = jnp.array([4.0, 1.0, 3.0, 2.0])
+    if all(v in (0.0, 1.0) for v in values):
+        ref = measures.pq_index(w, mask=mask != 0)
+        assert float(measures.pq_index(w, mask=mask)) == float(ref)
+    else:
+        with pytest.raises(ValueError, match="mask"):
+            measures.pq_index(w, mask=mask)
+
+
+@pytest.mark.parametrize("f", _POOL_MEASURES)
+def test_complex_params_refused(f):
+    """A complex input would be cast to float32 (imaginary part dropped): TypeError naming the dtype."""
+    with pytest.raises(TypeError, match="complex"):
+        f(jnp.array([1 + 1j, 0, 0, 1]))
+
+
+@pytest.mark.parametrize("f", _POOL_MEASURES)
+def test_float64_beyond_float32_refused(f):
+    """A finite NumPy float64 beyond the float32 max would become inf in float32 (NaN result)."""
+    with pytest.raises(ValueError, match="float32 range"):
+        f(np.array([1e300, 1.0, 0.0, 0.0]))
+    # within range: the float64 input is computed like its float32 cast (pq of [1, 0, 0, 0]: 1 - 4^-1)
+    assert float(measures.pq_index(np.array([1e30, 0.0, 0.0, 0.0]))) == pytest.approx(0.75, abs=1e-6)
+
+
+@pytest.mark.parametrize("p", ["0.5", b"0.5"])
+def test_string_exponent_refused(p):
+    with pytest.raises(ValueError, match="p must be a number"):
+        measures.pq_index(jnp.ones(4), p)
+
+
+@pytest.mark.parametrize("f", _POOL_MEASURES)
+def test_traced_mask_values_other_than_0_1_give_nan(f):
+    """Under jit a numeric mask cannot be inspected: an entry other than 0/1 makes its pool NaN
+    (-1 for the pqi_bound count) instead of a value for a guessed mask; other pools unaffected."""
+    w = jnp.arange(1.0, 9.0).reshape(4, 2)
+    mask = jnp.ones((4, 2)).at[1, 0].set(jnp.nan)
+    g = jax.jit(lambda m: f(w, mask=m, scope="neuron"))(mask)
+    assert (np.isnan(g[0]) or g[0] == -1) and not (np.isnan(g[1]) or g[1] == -1)
+    np.testing.assert_array_equal(jax.jit(lambda m: f(w, mask=m))(mask.at[1, 0].set(0.0)),
+                                  f(w, mask=mask.at[1, 0].set(0.0) > 0))

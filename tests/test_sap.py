@@ -425,3 +425,19 @@ def test_out_axis_matches_the_moved_layout():
         assert int(np.sum(~np.asarray(mask[k]))) == int(np.sum(np.asarray(rec.c[k])))  # c pruned per unit
     with pytest.raises(ValueError, match="out_axis=3 is outside the valid range"):
         sap.prune_round(params, None, scope="neuron", out_axis=3)
+
+
+# ----------------------------------------------------------------------------- issue 17 sweep regressions
+
+
+def test_prune_round_numeric_mask():
+    """A 0/1 float mask works like the bool mask and the round returns a BOOL mask; a NaN
+    entry (which a cast to bool would keep) is refused."""
+    w = {"k": jnp.array([[4.0, 0.1], [2.0, 0.01], [0.5, 3.0], [1.0, 0.2]])}
+    got, rec = sap.prune_round(w, {"k": jnp.ones((4, 2))})
+    want, rec_b = sap.prune_round(w, {"k": jnp.ones((4, 2), bool)})
+    assert got["k"].dtype == jnp.bool_
+    np.testing.assert_array_equal(got["k"], want["k"])
+    assert int(rec.c) == int(rec_b.c)
+    with pytest.raises(ValueError, match="mask"):
+        sap.prune_round(w, {"k": jnp.ones((4, 2)).at[0, 0].set(jnp.nan)})

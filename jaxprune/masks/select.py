@@ -77,7 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxprune._validate import check_number
+from jaxprune._validate import check_mask_values, check_number, check_real_dtype
 from jaxprune.tree import (
     PyTree,
     check_out_axis,
@@ -443,6 +443,8 @@ def topk(
         :func:`jaxprune.tree.prunable` of ``params`` (filter) or ``scores``.
       mask: existing mask (bool leaves of the param shapes, ``None`` = not
         prunable); its ``False`` entries count as pruned and stay pruned.
+        Numeric leaves must hold only 0/1 (else ``ValueError``; traced, an
+        entry other than 1 counts as pruned).
       largest: ``True`` keeps the largest scores (prunes the lowest); ``False``
         keeps the smallest (prunes the highest, as in the AP2/AP3 study).
       params: for ``scope="filter"``: the params, whose leaf shapes the unit
@@ -512,6 +514,7 @@ def topk(
             raise ValueError(f"scores leaf {name} is None but marked prunable")
         if not hasattr(s, "shape"):
             raise TypeError(f"scores leaf {name} must be an array, got {type(s).__name__}")
+        check_real_dtype(f"scores leaf {name}", s)
         _check_no_nan(path, s)
         full_shape = tuple(jnp.shape(s) if scope != "filter" else jnp.shape(src))
         axis = None
@@ -536,9 +539,12 @@ def topk(
                 )
         if m is not None and tuple(jnp.shape(m)) != full_shape:
             raise ValueError(f"mask leaf {name} has shape {jnp.shape(m)}, expected {full_shape}")
+        if m is not None:
+            check_mask_values(f"mask leaf {name}", m)
         if sp is None and nm is None:
             raise ValueError(f"sparsity has no value for the prunable leaf {name}")
-        valid = None if m is None else jnp.asarray(m).astype(bool)
+        # numeric masks: only 1 keeps (a traced NaN / 0.5 entry counts as pruned, never as kept)
+        valid = None if m is None else (jnp.asarray(m) if m.dtype == jnp.bool_ else jnp.asarray(m) == 1)
         chosen.append((i, name, s, valid, full_shape, sp, axis))
 
     result: list[Any] = [None] * len(flat)

@@ -113,6 +113,11 @@ def gather(
             raise ValueError(
                 f"mask leaf {where} has shape {tuple(jnp.shape(m))}, expected {tuple(jnp.shape(leaf))}"
             )
+        if m is not None:
+            _validate.check_mask_values(f"mask leaf {where}", m)
+        _validate.check_real_dtype(f"{name} leaf {where}", leaf)
+        if check_finite:
+            _check_float32_range(f"{name} leaf {where}", leaf)
         if scope == "neuron" and jnp.ndim(leaf):
             check_out_axis(out_axis, tuple(jnp.shape(leaf)), where)
         named[where] = leaf
@@ -121,6 +126,20 @@ def gather(
     if check_finite:
         check_all_finite(name, named)
     return Pools(values, masks, treedef, list(flags))
+
+
+def _check_float32_range(name: str, leaf: Any) -> None:
+    """A concrete float64 leaf (a NumPy array) must fit float32, where the measures
+    compute: a finite value beyond the float32 maximum would become inf."""
+    if isinstance(leaf, jax.core.Tracer) or np.dtype(getattr(leaf, "dtype", np.float32)) != np.float64:
+        return
+    a = np.abs(np.asarray(leaf))
+    top = a[np.isfinite(a)].max(initial=0.0)
+    if top > np.finfo(np.float32).max:
+        raise ValueError(
+            f"{name} has the finite value {top:.6g} beyond the float32 range (max 3.40282e+38), in which the "
+            "measures compute; rescale the input (every measure but lq_norm is scale invariant)"
+        )
 
 
 def check_all_finite(name: str, tree: PyTree) -> None:
@@ -142,8 +161,14 @@ def pool_view(
     """``x`` in float32 and its bool mask in pool layout: ``(n,)`` for layer /
     global, ``(fan_in, units)`` for neuron (units on axis ``out_axis`` of
     ``x``; reduce over axis 0). Call it inside ``jit`` so that the cast and
-    reshape fuse into the reduction."""
+    reshape fuse into the reduction. A numeric (non-bool) mask entry other than
+    0/1, which only reaches here traced (concrete ones are refused by
+    :func:`gather`), leaves its entry unmasked with the value NaN, so that its
+    pool gives NaN rather than a value for a guessed mask."""
     a = x.astype(jnp.float32)
+    if m is not None and m.dtype != jnp.bool_:
+        a = jnp.where((m == 0) | (m == 1), a, jnp.nan)
+        m = m != 0
     if scope != "neuron":
         return a.reshape(-1), None if m is None else m.astype(bool).reshape(-1)
     if not a.ndim:
