@@ -210,3 +210,30 @@ def test_schedules_from_validated_arguments_are_marked_in_range():
     marks = []
     jax.jit(lambda s: marks.append(polynomial_schedule(s, 0, 10).in_unit_interval) or s)(0.9)
     assert marks == [False]  # a traced final sparsity cannot be validated at construction
+
+
+# ----------------------------------------------------------------------------- issue 17 sweep regressions
+
+
+@given(
+    st.integers(1, 8),
+    st.lists(st.integers(-160, 124), min_size=1, max_size=4),
+    st.integers(0, 2**31 - 1),
+)
+def test_filter_norm_exact_over_the_float32_range(fan_in, exponents, seed):
+    """Per-unit l2 norms of float32 columns at any scale (subnormal entries, norms near the
+    float32 max) against a float64 NumPy reference (NumPy does not flush subnormals)."""
+    rng = np.random.default_rng(seed)
+    cols = [np.ldexp(rng.uniform(-2.0, 2.0, fan_in), k) for k in exponents]
+    w = np.stack(cols, axis=1).astype(np.float32)
+    got = np.asarray(jp.masks.filter_norm({"k": jnp.asarray(w)})["k"], np.float64)
+    ref = np.sqrt(np.sum(w.astype(np.float64) ** 2, axis=0))
+    tol = np.maximum(2e-6 * ref, 2.0**-149)  # float32 rounding; one subnormal step for subnormal norms
+    assert np.all(np.abs(got - ref) <= tol), (got, ref)
+
+
+def test_filter_norm_nonfinite_and_complex():
+    got = jp.masks.filter_norm({"k": jnp.array([[jnp.nan, 1.0, 0.0], [1.0, jnp.inf, 0.0]])})["k"]
+    assert np.isnan(got[0]) and np.isinf(got[1]) and got[2] == 0.0
+    with pytest.raises(TypeError, match="complex"):
+        jp.masks.filter_norm({"k": jnp.ones((2, 2), jnp.complex64)})

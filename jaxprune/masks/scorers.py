@@ -12,7 +12,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
+from jaxprune import _validate
+from jaxprune.measures.sparsity import _INF_BITS, _abs_bits, _ldexp, _scaled, _split
 from jaxprune.tree import PyTree, check_out_axis, check_same_structure, is_none, neuron_view, path_str
 
 
@@ -75,7 +78,8 @@ def filter_norm(params: PyTree, *, out_axis: int = -1) -> PyTree:
     """The l2 norm of each output unit: a leaf with ``out`` units on axis
     ``out_axis`` (default the last, flax ``(..., out)``; ``0`` for
     equinox/PyTorch ``(out, in, ...)``) gives a float32 vector of shape
-    ``(out,)`` (the norm over all other axes, accumulated in float32). Scalar
+    ``(out,)`` (the norm over all other axes, accumulated in float32; exact to float32
+    rounding for any finite entries, subnormal or near the float32 max). Scalar
     (0-d) leaves have no output axis and give ``None``; a leaf without the
     axis ``out_axis`` is a ``ValueError`` naming it.
 
@@ -92,8 +96,35 @@ def filter_norm(params: PyTree, *, out_axis: int = -1) -> PyTree:
     def one(path: tuple, w: Any) -> Any:
         if w is None or jnp.ndim(w) == 0:
             return None
-        check_out_axis(out_axis, tuple(jnp.shape(w)), path_str(path) or "<root>")
-        v = neuron_view(jnp.asarray(w), out_axis).astype(jnp.float32)
-        return jnp.sqrt(jnp.sum(v * v, axis=0))
+        where = path_str(path) or "<root>"
+        _validate.check_real_dtype(f"params leaf {where}", w)
+        check_out_axis(out_axis, tuple(jnp.shape(w)), where)
+        return _unit_norms(neuron_view(jnp.asarray(w), out_axis).astype(jnp.float32))
 
     return jax.tree.map_with_path(one, params, is_leaf=is_none)
+
+
+@jax.jit
+def _unit_norms(v: jax.Array) -> jax.Array:
+    """l2 norm of each column of ``v`` (fan_in, units), exact to float32 rounding
+    for any finite entries. The one-pass ``sqrt(sum v^2)`` is kept when every
+    column's sum is finite and at least ``2^24 fan_in tiny`` (then the terms
+    lost to FTZ/DAZ, each below ``tiny``, change it by less than ``2^-24``);
+    otherwise (a norm near the float32 max, subnormal entries, an all-zero or
+    NaN/inf column) a ``lax.cond`` branch recomputes ``2^E sqrt(sum (v/2^E)^2)``
+    with ``2^E <= max |v| < 2^(E+1)`` per column, ``v/2^E`` formed exactly from
+    the bits (no flush, no overflow). NaN/inf columns give NaN/inf."""
+    s = jnp.sum(v * v, axis=0)
+    safe = jnp.all((s < jnp.inf) & (s >= 2.0**24 * v.shape[0] * float(jnp.finfo(jnp.float32).tiny)))
+
+    def exact(v: jax.Array) -> jax.Array:
+        bits = _abs_bits(v)
+        top = jnp.max(bits, axis=0, initial=jnp.uint32(0))
+        finite = top < _INF_BITS
+        _, e_top = _split(jnp.where(finite & (top > 0), top, jnp.uint32(0x3F800000)))
+        c = _scaled(jnp.where(finite, bits, jnp.uint32(0)), e_top)
+        root = jnp.sqrt(jnp.sum(c * c, axis=0))  # in [1, 2 sqrt(fan_in)) for a nonzero column
+        norm = _ldexp(jnp.where(top > 0, root, 1.0), e_top)
+        return jnp.where(finite, jnp.where(top > 0, norm, 0.0), jnp.sqrt(jnp.sum(v * v, axis=0)))
+
+    return lax.cond(safe, lambda v: jnp.sqrt(s), exact, v)
