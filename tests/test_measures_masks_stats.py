@@ -122,3 +122,19 @@ def test_pruning_quality_non_finite_weights_under_jit_are_nan(bad, pos):
 def test_mask_dtype_errors():
     with pytest.raises(TypeError, match="mask_a leaf at k must be a bool"):
         measures.mask_iou({"k": np.ones(3, np.complex64)}, {"k": np.ones(3, bool)})
+
+
+# ----------------------------------------------------------------------------- issue 17 sweep regressions
+
+
+@given(st.integers(-170, 100), st.lists(st.floats(0.0, 2.0), min_size=2, max_size=6), st.integers(0, 63))
+def test_pruning_quality_exact_at_any_scale(k, mags, bits):
+    """delta = ||w - m w||^2 / ||w||^2 is scale invariant: subnormal weights (flushed to 0 by
+    XLA:CPU arithmetic) and weights near the float32 max give the float64 NumPy value."""
+    w = np.ldexp(np.asarray(mags), k).astype(np.float32)
+    keep = np.array([(bits >> i) & 1 for i in range(len(mags))], bool)
+    w64 = w.astype(np.float64)
+    total = np.sum(w64**2)
+    ref = 0.0 if total == 0 else float(np.sum((w64 * ~keep) ** 2) / total)
+    got = float(measures.pruning_quality({"k": jnp.asarray(w)}, {"k": jnp.asarray(keep)}))
+    assert got == pytest.approx(ref, abs=1e-6)

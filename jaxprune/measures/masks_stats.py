@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import _validate
+from jaxprune.measures.sparsity import _INF_BITS, _abs_bits, _scaled, _split
 from jaxprune.tree import PyTree, check_mask_shapes, check_same_structure, is_none, path_str
 
 
@@ -105,12 +106,16 @@ def mask_flips(mask_a: PyTree, mask_b: PyTree) -> jax.Array:
 
 @jax.jit
 def _quality(pairs, valid):
-    # Scale by the max |w| so that sums of squares cannot overflow.
-    big = jnp.max(jnp.stack([jnp.max(w, initial=0.0) for w, _ in pairs])) if pairs else jnp.float32(0)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w, _ in pairs])) if pairs else jnp.bool_(True)
-    scale = jnp.where((big > 0) & finite, big, 1.0)
-    removed = sum((jnp.sum(jnp.where(m, 0.0, jnp.square(w / scale))) for w, m in pairs), jnp.float32(0))
-    total = sum((jnp.sum(jnp.square(w / scale)) for w, _ in pairs), jnp.float32(0))
+    # Divide by 2^E <= max |w| < 2^(E+1), exactly from the bit patterns: no overflow of the
+    # squares, and subnormal weights (read as 0 by XLA:CPU's float arithmetic) still count.
+    bits = [_abs_bits(w) for w, _ in pairs]
+    top = jnp.max(jnp.stack([jnp.max(b, initial=jnp.uint32(0)) for b in bits])) if pairs else jnp.uint32(0)
+    finite = top < _INF_BITS
+    _, e_top = _split(jnp.where(finite & (top > 0), top, jnp.uint32(0x3F800000)))
+    scaled = [_scaled(jnp.where(finite, b, jnp.uint32(0)), e_top) for b in bits]
+    removed = sum((jnp.sum(jnp.where(m, 0.0, c * c)) for c, (_, m) in zip(scaled, pairs, strict=True)),
+                  jnp.float32(0))
+    total = sum((jnp.sum(c * c) for c in scaled), jnp.float32(0))
     delta = jnp.where(total > 0, removed / jnp.where(total > 0, total, 1.0), 0.0)
     return jnp.where(valid & finite, delta, jnp.nan)  # traced NaN/inf weights or non-0/1 masks: NaN
 
