@@ -432,3 +432,15 @@ def test_solver_bad_arguments_and_traced_nan():
     assert np.all(np.isnan(w))
     w, _, _ = jax.jit(lambda st: solvers.lasso_fista(st, 0.1, max_iter=50))(bad)
     assert np.all(np.isnan(w))
+
+
+# ----------------------------------------------------------------------------- issue 17 sweep regressions
+
+
+def test_keep_largest_shapes_checked():
+    """A vector w (not (d, o)) was an IndexError from inside the function."""
+    with pytest.raises(ValueError, match="shape"):
+        abp.keep_largest(jnp.ones(4), jnp.int32(2))
+    with pytest.raises(ValueError, match="count"):
+        abp.keep_largest(jnp.ones((4, 2)), jnp.array([1]))
+    assert not np.any(abp.keep_largest(jnp.ones((4, 1)), jnp.array([-1])))

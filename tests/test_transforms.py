@@ -1071,3 +1071,14 @@ def test_dpf_out_axis_equals_the_transposed_default_layout(scope):
     _, s_eqx = eqx_tx.update({"w": grads["w"].T}, eqx_tx.init({"w": w.T}), {"w": w.T})
     np.testing.assert_array_equal(np.asarray(jp.optax.get_mask(s_eqx)["w"]),
                                   np.asarray(jp.optax.get_mask(s_flax)["w"]).T)
+
+
+# ----------------------------------------------------------------------------- issue 17 sweep regressions
+
+
+@pytest.mark.parametrize(("args", "name"), [((-0.3, 100), "drop_fraction"), ((1.5, 100), "drop_fraction"),
+                                            ((0.3, 0), "end_step"), ((0.3, 2.5), "end_step")])
+def test_rigl_drop_fraction_checks(args, name):
+    """A negative drop fraction was returned as a schedule; end_step=0 was optax's message."""
+    with pytest.raises((ValueError, TypeError), match=name):
+        jp.optax.rigl_drop_fraction(*args)

@@ -89,6 +89,9 @@ def keep_largest(w: jax.Array, count: jax.Array) -> jax.Array:
     >>> jp.abp.keep_largest(w, jnp.array([1, 2])).astype(int).tolist()
     [[1, 1], [0, 1], [0, 0]]
     """
+    if jnp.ndim(w) != 2 or jnp.shape(count) != (jnp.shape(w)[1],):
+        raise ValueError(f"keep_largest needs w of shape (d, o) and count of shape (o,), got w of shape "
+                         f"{jnp.shape(w)} and count of shape {jnp.shape(count)}")
     order = jnp.argsort(-jnp.abs(w), axis=0, stable=True)  # one sort per column: counts vary per column
     ranks = jnp.zeros_like(order).at[order, jnp.arange(w.shape[1])[None, :]].set(
         jnp.arange(w.shape[0])[:, None]

@@ -40,6 +40,8 @@ def rigl_drop_fraction(drop_fraction: float, end_step: int) -> optax.Schedule:
     >>> [round(float(f(t)), 4) for t in (0, 50, 100, 150)]
     [0.3, 0.15, 0.0, 0.0]
     """
+    check_number("drop_fraction", drop_fraction, low=0.0, high=1.0)
+    _static_int("end_step", end_step, 1)
     return optax.cosine_decay_schedule(float(drop_fraction), int(end_step), alpha=0.0)
 
 
@@ -86,7 +88,7 @@ def rigl(
       initial mask. drop_fraction: ``zeta`` in ``[0, 1)``. update_every:
       ``Delta T >= 1``. end_fraction: in ``(0, 1]``. distribution: ``"erk"`` |
       ``"uniform"``. prunable: pruned leaves (default
-      :func:`jaxprune.optax.default_prunable`). reset_moments: see above.
+      :func:`jaxprune.optax.paper_prunable`). reset_moments: see above.
 
     >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
     >>> params = {"w": jax.random.normal(jax.random.key(1), (20, 10))}
