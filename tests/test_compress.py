@@ -383,3 +383,13 @@ def test_unsupported_primitive_names_op_and_layer():
     mask = jax.tree.map(lambda w: None, variables["params"])
     with pytest.raises(ValueError, match="primitive 'sort' at layer 'Sorting'"):
         compact(model, variables, mask, input_shape=(3,))
+
+
+def test_input_shape_that_does_not_fit_the_model():
+    """A wrong input_shape was a flax ScopeParamShapeError from inside the trace."""
+    model = nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(3)])
+    variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    mask = {"layers_0": {"kernel": jnp.ones((4, 6), bool), "bias": None},
+            "layers_2": {"kernel": jnp.ones((6, 3), bool), "bias": None}}
+    with pytest.raises(ValueError, match=r"input_shape=\(7,\)"):
+        compact(model, variables, mask, input_shape=(7,))

@@ -212,3 +212,21 @@ def test_bad_input(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.ones(3))
     with pytest.raises(ValueError, match="not a jaxprune-sparse file"):
         load_sparse(tmp_path / "other.npz")
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    """A truncated file was a bare zipfile.BadZipFile; now a ValueError naming the file."""
+    params = {"k": jnp.arange(8.0).reshape(2, 4)}
+    mask = {"k": params["k"] > 2}
+    path = tmp_path / "t.npz"
+    save_sparse(path, params, mask)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"t\.npz.*truncated or corrupt"):
+        load_sparse(path)
+
+
+def test_numeric_mask_values_checked(tmp_path):
+    params = {"k": jnp.arange(8.0).reshape(2, 4)}
+    with pytest.raises(ValueError, match="mask leaf"):
+        save_sparse(tmp_path / "n.npz", params, {"k": jnp.ones((2, 4)).at[0, 0].set(jnp.nan)})

@@ -215,3 +215,11 @@ def test_study_kept_columns():
     assert study_cost.cell({"A": (0.1, None), "B": (0.1004, None)}, 0) == "10.00-10.04%"
     assert study_cost.cell({"A": (0.1, None), "B": (0.2, None)}, 0) == "A 10.00%, B 20.00%"
     assert study_cost.cell({"A": (0.1, None)}, 1) == "n/a"
+
+
+def test_input_shape_that_does_not_fit_the_model():
+    """A wrong input_shape was a flax ScopeParamShapeError from inside the model."""
+    model = nn.Dense(3)
+    variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    with pytest.raises(ValueError, match=r"input_shape=\(5,\)"):
+        jp.measures.cost(model, variables, None, (5,))

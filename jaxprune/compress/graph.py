@@ -549,7 +549,13 @@ def trace(
     kwargs = default_apply_kwargs(model) if apply_kwargs is None else dict(apply_kwargs)
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), variables)
     x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
-    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, **kwargs))(shapes, x)
+    try:
+        closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, **kwargs))(shapes, x)
+    except Exception as err:  # a shape mismatch surfaces as a flax/jax error deep inside the model
+        raise ValueError(
+            f"the forward pass failed on an input of shape {x.shape} (input_shape={tuple(input_shape)!r} "
+            f"plus a batch axis): {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
     graph = ChannelGraph()
     leaves = jax.tree.leaves(shapes)
     graph.leaf_ids = [graph._new_var(leaf.shape, leaf=i) for i, leaf in enumerate(leaves)]

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -252,12 +253,18 @@ def load_sparse(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     the saved ones, ``None`` mask leaves where the leaf was stored dense.
     Raises ``ValueError`` for a file that is not a sparse file of a known
     version."""
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, zipfile.BadZipFile, EOFError) as err:  # truncated / not an npz archive
+        raise ValueError(f"{os.fspath(path)!r} is not a readable {FORMAT_NAME} file (truncated or corrupt?): "
+                         f"{type(err).__name__}: {err}") from None
+    with data:
         try:
             meta = json.loads(zlib.decompress(data["meta"].tobytes()).decode())
             bits_packed, values, dense = data["mask_bits"], data["values"], data["dense"]
-        except (KeyError, ValueError, zlib.error) as err:
-            raise ValueError(f"{os.fspath(path)!r} is not a {FORMAT_NAME} file: {err}") from None
+        except (KeyError, ValueError, zlib.error, zipfile.BadZipFile, EOFError, OSError) as err:
+            raise ValueError(f"{os.fspath(path)!r} is not a {FORMAT_NAME} file (truncated or corrupt?): "
+                             f"{type(err).__name__}: {err}") from None
     fmt, version = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
     if fmt != FORMAT_NAME or version != FORMAT_VERSION:
         raise ValueError(

@@ -224,7 +224,13 @@ def cost(
         )
     paths, sizes, kept = _densities(variables, mask)
     x = jax.ShapeDtypeStruct((1, *shape), jnp.dtype(input_dtype))
-    closed = jax.make_jaxpr(fn)(variables, x)
+    try:
+        closed = jax.make_jaxpr(fn)(variables, x)
+    except Exception as err:  # a shape mismatch surfaces as a flax/jax error deep inside the model
+        raise ValueError(
+            f"the forward pass failed on an input of shape {(1, *shape)} (input_shape={input_shape!r} plus a "
+            f"batch axis of 1): {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
     n_leaves = len(paths)
     n_in = len(closed.jaxpr.invars) - n_leaves
     counter = _Counter()
