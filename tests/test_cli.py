@@ -271,3 +271,25 @@ def test_summary_line_counts_params_and_macs():
     line = summary_line(summary, 75.0, pathlib.Path("runs/x/results.json"))
     assert line == ("done: DPF 75% | test accuracy 50.00% | sparsity 75.0% of prunable, 60.0% of all "
                     "weights | params kept 6/15 (40.0%) | 1m 15s | results: runs/x/results.json")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("train.epochs", 0), ("train.batch_size", 0), ("train.batch_size", -8), ("train.eval_batch_size", 0),
+        ("train.lr", -0.1), ("train.lr", float("nan")), ("train.lr", float("inf")), ("train.momentum", 1.5),
+        ("train.weight_decay", -1e-4), ("train.log_every", 0), ("train.checkpoint_every", -1),
+        ("train.keep_checkpoints", 0), ("data.val_fraction", 1.5), ("data.train_limit", -5),
+        ("train.warmup_epochs", -1.0), ("train.milestones", (0.75, 1.5)), ("train.milestones", (0.75, 0.5)),
+        ("train.eps", 0.0), ("train.b2", 1.0), ("data.test_limit", -1), ("train.lr_decay_factor", 0.0),
+    ],
+)
+def test_validate_config_rejects_out_of_range_numbers(key, value):
+    """Numbers outside their range were accepted and failed (or ran) later (issue 17 sweep)."""
+    config = base_config()
+    section, _, name = key.rpartition(".")
+    node = config[section] if section else config
+    with config.unlocked():
+        node[name] = value
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        validate_config(config)

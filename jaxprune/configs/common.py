@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxprune._validate import check_finite_number, check_int
+
 # Values with a fixed set of choices, by dotted key (datasets/models/pipelines are
 # looked up in their registries at validation time).
 _CHOICES = {
@@ -20,6 +22,32 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16", "auto"),
 }
 _FREE_SECTIONS = ("model.kwargs", "method")
+# Numeric keys: (integer?, low, high, low_open, high_open); None = unbounded on that side.
+_RANGES = {
+    "seed": (True, None, None, False, False),
+    "data.val_fraction": (False, 0.0, 1.0, False, True),
+    "data.train_limit": (True, 0, None, False, False),
+    "data.test_limit": (True, 0, None, False, False),
+    "data.image_size": (True, 1, None, False, False),
+    "data.workers": (True, 0, None, False, False),
+    "data.threads": (True, 1, None, False, False),
+    "train.epochs": (True, 1, None, False, False),
+    "train.batch_size": (True, 1, None, False, False),
+    "train.eval_batch_size": (True, 1, None, False, False),
+    "train.lr": (False, 0.0, None, False, False),
+    "train.momentum": (False, 0.0, 1.0, False, True),
+    "train.b1": (False, 0.0, 1.0, False, True),
+    "train.b2": (False, 0.0, 1.0, False, True),
+    "train.eps": (False, 0.0, None, True, False),
+    "train.weight_decay": (False, 0.0, None, False, False),
+    "train.clip_norm": (False, 0.0, None, False, False),
+    "train.warmup_epochs": (False, 0.0, None, False, False),
+    "train.warmup_init_lr": (False, 0.0, None, False, False),
+    "train.lr_decay_factor": (False, 0.0, 1.0, True, False),
+    "train.log_every": (True, 1, None, False, False),
+    "train.checkpoint_every": (True, 0, None, False, False),
+    "train.keep_checkpoints": (True, 1, None, False, False),
+}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -88,8 +116,10 @@ def _check_keys(config: ml_collections.ConfigDict, base: ml_collections.ConfigDi
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise ``ValueError`` on a key the base config lacks (a typo in a config
-    file), or on an unknown pipeline / dataset / model / optimizer / schedule /
-    dtype name; messages list the valid choices. Streaming datasets may have any
+    file), on an unknown pipeline / dataset / model / optimizer / schedule /
+    dtype name (messages list the valid choices), or on a numeric value outside
+    its range (``_RANGES``: e.g. ``train.batch_size`` an integer >= 1,
+    ``train.lr`` finite and >= 0). Streaming datasets may have any
     name (a tfds name or an image folder): their loader checks it."""
     from jaxprune.pipelines import PIPELINES, check_config
     from jaxprune.train import DATASET_NAMES, MODEL_NAMES
@@ -109,4 +139,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             value = value[part]
         if value not in valid:
             raise ValueError(f"config.{path}={value!r} is not valid; expected one of {list(valid)}")
+    for path, (integer, low, high, low_open, high_open) in _RANGES.items():
+        value = config
+        for part in path.split("."):
+            value = value[part]
+        if integer:
+            check_int(f"config.{path}", value, low=low, high=high)
+        else:
+            if isinstance(value, bool):
+                raise ValueError(f"config.{path}={value!r} must be a number")
+            check_finite_number(f"config.{path}", value, low=low, high=high, low_open=low_open,
+                                high_open=high_open)
+    milestones = tuple(config.train.milestones)
+    for m in milestones:
+        check_finite_number("config.train.milestones[i]", m, low=0.0, high=1.0, low_open=True, high_open=True)
+    if list(milestones) != sorted(milestones):
+        raise ValueError(f"config.train.milestones={list(milestones)} must be increasing fractions in (0, 1)")
     check_config(config)
