@@ -62,6 +62,15 @@ def timed(fn, *args, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def paired_times(fns: dict, x: jax.Array, rounds: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each ``name: (fn, variables)`` on ``x``, interleaved round by round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, (fn, variables) in fns.items():
+            times[name].append(timed(fn, variables, x, repeats=repeats))
+    return times
+
+
 def bench_model(name: str, sparsity: float, batch: int, rounds: int, repeats: int) -> dict:
     model = get_model(name, 10)
     x = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3))
@@ -73,10 +82,8 @@ def bench_model(name: str, sparsity: float, batch: int, rounds: int, repeats: in
     small_fn = jax.jit(lambda v, x: small.apply(v, x))
     small_vars = jax.tree.map(jnp.asarray, small_vars)
     err = float(jnp.max(jnp.abs(dense_fn(dense_vars, x) - small_fn(small_vars, x))))
-    times = {"dense": [], "compact": []}
-    for _ in range(rounds):
-        times["dense"].append(timed(dense_fn, dense_vars, x, repeats=repeats))
-        times["compact"].append(timed(small_fn, small_vars, x, repeats=repeats))
+    pair = {"dense": (dense_fn, dense_vars), "compact": (small_fn, small_vars)}
+    times = paired_times(pair, x, rounds, repeats)
     dense_t, small_t = statistics.median(times["dense"]), statistics.median(times["compact"])
     macs = cost(model, variables, None, (32, 32, 3))["macs"]
     small_macs = cost(small, small_vars, None, (32, 32, 3))["macs"]
@@ -113,10 +120,7 @@ def bench_uniform(name: str, sparsity: float, batch: int, rounds: int, repeats: 
     thin_vars = thin.init(jax.random.key(0), x[:1])
     full_fn = jax.jit(lambda v, x: model.apply(v, x))
     thin_fn = jax.jit(lambda v, x: thin.apply(v, x))
-    times = {"full": [], "thin": []}
-    for _ in range(rounds):
-        times["full"].append(timed(full_fn, variables, x, repeats=repeats))
-        times["thin"].append(timed(thin_fn, thin_vars, x, repeats=repeats))
+    times = paired_times({"full": (full_fn, variables), "thin": (thin_fn, thin_vars)}, x, rounds, repeats)
     full_t, thin_t = statistics.median(times["full"]), statistics.median(times["thin"])
     macs = cost(model, variables, None, (32, 32, 3))["macs"]
     return {"dense_ms": 1e3 * full_t, "compact_ms": 1e3 * thin_t, "speedup": full_t / thin_t,
