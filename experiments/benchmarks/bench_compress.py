@@ -63,7 +63,10 @@ def timed(fn, *args, repeats: int) -> float:
 
 
 def paired_times(fns: dict, x: jax.Array, rounds: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each ``name: (fn, variables)`` on ``x``, interleaved round by round."""
+    """Seconds per call of each ``name: (fn, variables)`` on ``x``, interleaved round by
+    round, after one untimed call of each (compilation)."""
+    for fn, variables in fns.values():
+        jax.block_until_ready(fn(variables, x))
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, (fn, variables) in fns.items():
