@@ -2490,6 +2490,20 @@ def sap_cases() -> list[Case]:
         ),
         Case(
             area,
+            "prune_round/mask_nan/jit",
+            lambda: jax.jit(sap.prune_round)(w, {"k": jnp.ones((4, 2)).at[2, 1].set(jnp.nan)}),
+            check(
+                lambda o: not bool(np.asarray(o[0]["k"])[2, 1]) or "an entry with a NaN mask value was kept"
+            ),
+        ),
+        Case(
+            area,
+            "prune_round/mask_nan",
+            lambda: sap.prune_round(w, {"k": jnp.ones((4, 2)).at[2, 1].set(jnp.nan)}),
+            error("mask"),
+        ),
+        Case(
+            area,
             "prune_round/mask_tree",
             lambda: sap.prune_round(w, {"x": jnp.ones((4, 2), bool)}),
             error("mask", "structure"),
@@ -3257,8 +3271,9 @@ defects, all fixed with a regression test each:
   `abp.keep_largest` on a vector (IndexError), `load_sparse` on a truncated file (BadZipFile).
 
 Cases added after that run: the traced (jit) NaN mask in the five measures and in topk (topk kept the
-NaN-masked entry: fixed, the measures cases were added with their fix), DPF's filter scope at norms near
-the float32 max (added after the filter_norm fix), `update_every=True`.
+NaN-masked entry: fixed, the measures cases were added with their fix), in SAP (added with its fix: the
+entry now counts as pruned, as in topk), DPF's filter scope at norms near the float32 max (added after
+the filter_norm fix), `update_every=True`.
 """
 
 

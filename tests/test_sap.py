@@ -441,3 +441,12 @@ def test_prune_round_numeric_mask():
     assert int(rec.c) == int(rec_b.c)
     with pytest.raises(ValueError, match="mask"):
         sap.prune_round(w, {"k": jnp.ones((4, 2)).at[0, 0].set(jnp.nan)})
+
+
+def test_prune_round_traced_nan_mask_entry_counts_as_pruned():
+    w = {"k": jnp.array([[4.0, 0.1], [2.0, 0.01], [0.5, 3.0], [1.0, 0.2]])}
+    bad = jnp.ones((4, 2)).at[0, 0].set(jnp.nan)
+    got, _ = jax.jit(sap.prune_round)(w, {"k": bad})
+    want, _ = sap.prune_round(w, {"k": bad == 1})
+    assert not bool(got["k"][0, 0])
+    np.testing.assert_array_equal(got["k"], want["k"])
