@@ -444,15 +444,19 @@ def test_forward_at_params_equals_forward_at_masked_params(name):
         return O.set_sparse(inner, 0.7, key=KEY, update_every=3, prunable=PRUNABLE)
 
     tx = make()
+
+    @jax.jit
+    def step(carried, s1, direct, s2):
+        u, s1 = tx.update(jax.grad(loss)(O.sparse_params(carried, s1)), s1, carried)
+        u2, s2 = tx.update(jax.grad(loss)(direct), s2, direct)
+        return optax.apply_updates(carried, u), s1, optax.apply_updates(direct, u2), s2
+
     carried = make_params()
     s1 = tx.init(carried)
     direct = O.sparse_params(carried, s1)
     s2 = tx.init(direct)
     for _ in range(8):
-        u, s1 = tx.update(jax.grad(loss)(O.sparse_params(carried, s1)), s1, carried)
-        carried = optax.apply_updates(carried, u)
-        u, s2 = tx.update(jax.grad(loss)(direct), s2, direct)
-        direct = optax.apply_updates(direct, u)
+        carried, s1, direct, s2 = step(carried, s1, direct, s2)
     for k in carried:
         np.testing.assert_array_equal(np.asarray(carried[k]), np.asarray(direct[k]))
     first, last = np_mask(tx.init(make_params())), np_mask(s1)
