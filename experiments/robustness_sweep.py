@@ -27,6 +27,7 @@ writes ``results/robustness_sweep.json`` and ``results/robustness_sweep.md``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import datetime
 import functools
@@ -36,6 +37,7 @@ import os
 import pathlib
 import platform
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -2765,6 +2767,7 @@ def compress_cases() -> list[Case]:
     c = jp.compress
     area = "compress"
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="sweep_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     k = jnp.array([[1e-40, 3e38, 0.0, -2.0], [5.0, -1e-45, 7.0, 0.0]], jnp.float32)
     params = {"d": {"kernel": k, "bias": jnp.array([1.0, 2.0, 3.0, 4.0])}}
     mask = {"d": {"kernel": jnp.asarray(np.asarray(k) != 0), "bias": None}}  # numpy: no flush of 1e-40
