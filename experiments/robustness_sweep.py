@@ -315,6 +315,7 @@ def _inputs() -> dict[str, Any]:
         "float16": jnp.array([1.0, 0.5, 0.0, 0.0], jnp.float16),
         "bfloat16": jnp.array([1.0, 0.5, 0.0, 0.0], jnp.bfloat16),
         "float64_np_big": np.array([1e300, 1.0, 0.0, 0.0]),
+        "float64_np_tiny": np.array([1e-300, 2e-300, 0.0, 0.0]),
     }
 
 
@@ -393,6 +394,18 @@ def measure_cases() -> list[Case]:
                     functools.partial(ref, x["float64_np_big"]),
                     atol=2e-6,
                     refuse=("params", "float32", "finite", "range", "inf", "w"),
+                ),
+            )
+        )
+        cases.append(
+            Case(
+                area,
+                f"{name}/float64_below_f32",
+                functools.partial(f, x["float64_np_tiny"]),
+                value(
+                    functools.partial(ref, x["float64_np_tiny"]),
+                    atol=2e-6,
+                    refuse=("params", "float32", "range"),
                 ),
             )
         )

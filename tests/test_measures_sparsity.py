@@ -627,6 +627,18 @@ def test_float64_beyond_float32_refused(f):
     assert float(measures.pq_index(np.array([1e30, 0.0, 0.0, 0.0]))) == pytest.approx(0.75, abs=1e-6)
 
 
+@pytest.mark.parametrize("f", _POOL_MEASURES)
+def test_float64_below_float32_refused(f):
+    """A nonzero NumPy float64 below float32's smallest subnormal would become 0
+    (an all-1e-300 vector would read as all zeros): refused, naming the range."""
+    with pytest.raises(ValueError, match="below the float32 range"):
+        f(np.array([1e-300, 2e-300, 0.0, 0.0]))
+    # float32 subnormals are representable: computed exactly (pq of [1, 2, 0, 0] at p = 0.5, q = 1:
+    # 1 - d^(1/q - 1/p) ||w||_p / ||w||_q)
+    want = 1 - 4 ** (1 / 1 - 1 / 0.5) * (1 + 2**0.5) ** 2 / (1 + 2)
+    assert float(measures.pq_index(np.array([1e-40, 2e-40, 0.0, 0.0]))) == pytest.approx(want, abs=1e-5)
+
+
 @pytest.mark.parametrize("p", ["0.5", b"0.5"])
 def test_string_exponent_refused(p):
     with pytest.raises(ValueError, match="p must be a number"):

@@ -130,15 +130,24 @@ def gather(
 
 def _check_float32_range(name: str, leaf: Any) -> None:
     """A concrete float64 leaf (a NumPy array) must fit float32, where the measures
-    compute: a finite value beyond the float32 maximum would become inf."""
+    compute: a finite value beyond the float32 maximum would become inf, and a
+    nonzero one below its smallest subnormal (~1.4e-45) would become 0."""
     if isinstance(leaf, jax.core.Tracer) or np.dtype(getattr(leaf, "dtype", np.float32)) != np.float64:
         return
     a = np.abs(np.asarray(leaf))
-    top = a[np.isfinite(a)].max(initial=0.0)
+    finite = a[np.isfinite(a)]
+    top = finite.max(initial=0.0)
     if top > np.finfo(np.float32).max:
         raise ValueError(
             f"{name} has the finite value {top:.6g} beyond the float32 range (max 3.40282e+38), in which the "
             "measures compute; rescale the input (every measure but lq_norm is scale invariant)"
+        )
+    nonzero = finite[finite > 0]
+    if nonzero.size and nonzero.min().astype(np.float32) == 0:
+        raise ValueError(
+            f"{name} has the nonzero value {nonzero.min():.6g} below the float32 range (smallest subnormal "
+            "1.4e-45), in which the measures compute, so it would count as 0; rescale the input (every "
+            "measure but lq_norm is scale invariant)"
         )
 
 
