@@ -36,11 +36,12 @@ import math
 import os
 import pathlib
 import platform
-import select
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
@@ -3108,6 +3109,21 @@ def _worker(start: int, only: str | None, selftest: bool = False) -> None:
         )
 
 
+def _line_reader(stream: Any) -> queue.Queue:
+    """A queue of ``stream``'s lines, read by a daemon thread (``""`` at EOF).
+    Waiting on the queue, unlike ``select`` on the pipe, also sees lines that
+    an earlier ``readline`` already pulled into the stream's buffer."""
+    out: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            out.put(line)
+        out.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return out
+
+
 def run_sweep(
     timeout: float, only: str | None = None, startup: float = 600.0, selftest: bool = False
 ) -> list[dict]:
@@ -3129,14 +3145,16 @@ def run_sweep(
             bufsize=1,
             cwd=pathlib.Path(__file__).resolve().parents[1],
         )
+        lines = _line_reader(proc.stdout)
         current, deadline = None, time.monotonic() + startup
         while True:
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:  # time limit: the current case hangs
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:  # time limit: the current case hangs
                 proc.kill()
                 proc.wait()
                 if current is None:
-                    raise RuntimeError("the sweep worker did not start")
+                    raise RuntimeError("the sweep worker did not start") from None
                 results.append(
                     {
                         "i": current,
@@ -3150,7 +3168,6 @@ def run_sweep(
                 )
                 start = current + 1
                 break
-            line = proc.stdout.readline()
             if not line:  # the worker exited: finished, or died on the current case
                 proc.wait()
                 finished = results[-1]["i"] if results else -1
