@@ -187,6 +187,28 @@ def test_nnx_conv_sensitivity_equals_linen_twin():
         np.testing.assert_allclose(ours[n]["kernel"][...], twin[n]["kernel"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["M", "L"])
+def test_nnx_abp_equals_linen_twin(method):
+    """ABP on an NNX model (params an nnx.State, leaves ``a/kernel/value``) gives
+    bitwise the refit and mask of the same weights in a linen twin."""
+    model = _NNXMLP(nnx.Rngs(7))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jax.random.normal(jax.random.key(2), (40, 6))
+    ours, mask, report = jp.abp.prune(lambda p, v: nnx.merge(graphdef, p, rest)(v), params, x, method=method,
+                                      lam=0.01)
+    twin = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(5), nn.relu, nn.Dense(3)])
+    names = {"l1": "layers_0", "l2": "layers_2", "head": "layers_4"}
+    linen = {t: {"kernel": getattr(model, n).kernel[...], "bias": getattr(model, n).bias[...]}
+             for n, t in names.items()}
+    theirs, twin_mask, _ = jp.abp.prune(lambda p, v: twin.apply({"params": p}, v), linen, x, method=method,
+                                        lam=0.01)
+    assert list(report.layers) == ["l1/kernel/value", "l2/kernel/value", "head/kernel/value"]
+    for n, t in names.items():
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_array_equal(np.asarray(ours[n][leaf][...]), np.asarray(theirs[t][leaf]))
+        np.testing.assert_array_equal(np.asarray(mask[n]["kernel"][...]), np.asarray(twin_mask[t]["kernel"]))
+
+
 def test_capture_and_sensitivity_refuse_clearly():
     model = _NNXMLP(nnx.Rngs(6))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)

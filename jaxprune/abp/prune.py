@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxprune._validate import (
     check_array_range,
@@ -136,9 +137,12 @@ def prune(
     """One-shot ABP of every prunable dense kernel, output layer first.
 
     Args:
-      apply_fn: ``apply_fn(params, x)`` runs the linen model, e.g.
-        ``lambda p, x: model.apply({"params": p}, x)``.
-      params: the model's ``"params"`` collection.
+      apply_fn: ``apply_fn(params, x)`` runs the model: linen, e.g.
+        ``lambda p, x: model.apply({"params": p}, x)``; NNX (``nnx.Linear``
+        layers), ``lambda p, x: nnx.merge(graphdef, p, rest)(x)`` with
+        ``graphdef, params, rest = nnx.split(model, nnx.Param, ...)``.
+      params: the model's ``"params"`` collection (NNX: the ``nnx.State`` of
+        its ``nnx.Param`` variables).
       inputs: (N, ...) training inputs the refits are fitted on.
       method: ``"M"`` (ABP-M), ``"L"`` (ABP-L) or ``"mag"`` (fixed fraction).
       q: sparsity-index exponent in (0, 1) (``"M"``).
@@ -209,7 +213,7 @@ def prune(
     lasso: dict[str, solvers.LassoInfo] = {}
     for path in reversed(targets):  # Algorithm 1: output layer first
         kernel = leaves[path]
-        bias_path = path[: -len("kernel")] + "bias"
+        bias_path = _bias_path(path)
         use_bias = modules[path].use_bias
         w = jnp.asarray(kernel, jnp.float32)
         if method == "mag":
@@ -300,6 +304,27 @@ def _check_inputs(inputs: Any, batch_size: int | None) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((1, *inputs.shape[1:]), inputs.dtype)
 
 
+# The dense layers ABP prunes: linen ``nn.Dense`` and NNX ``nnx.Linear``.
+DENSE_KINDS = (nn.Dense, nnx.Linear)
+
+
+def _captured(apply_fn: Callable, params: PyTree, x: jax.Array) -> dict[str, Any]:
+    """:func:`~jaxprune.capture.capture_layers` of the dense layers, keyed by
+    their kernel's leaf path in ``params`` (an NNX layer is captured as
+    ``a/kernel``, its leaf in an ``nnx.State`` is ``a/kernel/value``)."""
+    leaves = {path_str(k) for k, _ in jax.tree.leaves_with_path(params, is_leaf=is_none)}
+    io = capture_layers(apply_fn, params, x, kinds=DENSE_KINDS)
+    return {k if k in leaves or f"{k}/value" not in leaves else f"{k}/value": v for k, v in io.items()}
+
+
+def _bias_path(kernel_path: str) -> str:
+    """The bias leaf beside a kernel (``a/kernel`` -> ``a/bias``, NNX
+    ``a/kernel/value`` -> ``a/bias/value``)."""
+    parts = kernel_path.split("/")
+    i = len(parts) - 1 - parts[::-1].index("kernel")
+    return "/".join([*parts[:i], "bias", *parts[i + 1 :]])
+
+
 def _dense_layers(apply_fn: Callable, params: PyTree, example: jax.ShapeDtypeStruct) -> dict[str, nn.Dense]:
     """The model's dense layers, kernel path -> module, input to output, found
     by tracing (not running) the model on one example; a model that rejects the
@@ -307,7 +332,7 @@ def _dense_layers(apply_fn: Callable, params: PyTree, example: jax.ShapeDtypeStr
     found: dict[str, nn.Dense] = {}
 
     def trace(prm: PyTree, x: jax.Array) -> int:
-        found.update({k: io.module for k, io in capture_layers(apply_fn, prm, x, kinds=(nn.Dense,)).items()})
+        found.update({k: io.module for k, io in _captured(apply_fn, prm, x).items()})
         return 0
 
     try:
@@ -328,7 +353,7 @@ def _target_layers(modules: dict[str, nn.Dense], params: PyTree, prunable: PyTre
     unknown = [path for path in prunable_paths if path not in modules]
     if unknown:
         raise ValueError(
-            f"ABP prunes dense layers only; prunable leaves {unknown} are not nn.Dense kernels "
+            f"ABP prunes dense layers only; prunable leaves {unknown} are not nn.Dense / nnx.Linear kernels "
             f"(dense layers found: {list(modules)}); exclude them with prunable=jaxprune.prunable(params, "
             "exclude=...)"
         )
@@ -341,7 +366,7 @@ def _batch_stats(
 ) -> dict[str, solvers.GramStats]:
     """Each target layer's statistics on one batch ``xb`` with row weights ``wb``.
     Compiled once per (apply_fn, layers, shapes): reuse one ``apply_fn`` object."""
-    io = capture_layers(apply_fn, params, xb, kinds=(nn.Dense,))
+    io = _captured(apply_fn, params, xb)
     out = {}
     for path in targets:
         x_in, y_out = io[path].inputs, io[path].outputs
