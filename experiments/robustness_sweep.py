@@ -2542,16 +2542,23 @@ def sap_cases() -> list[Case]:
     return cases
 
 
-def abp_cases() -> list[Case]:
+def _tiny_mlp(hidden: int, n: int) -> tuple[Any, Any, Callable]:
+    """``(x, params, apply_fn)``: ``n`` random inputs and a 5-``hidden``-3 linen MLP."""
     import flax.linen as nn
+    import jax
+
+    model = nn.Sequential([nn.Dense(hidden), nn.relu, nn.Dense(3)])
+    x = jax.random.normal(jax.random.key(0), (n, 5))
+    params = model.init(jax.random.key(1), x)["params"]
+    return x, params, lambda p, a: model.apply({"params": p}, a)
+
+
+def abp_cases() -> list[Case]:
     import jax
     import jax.numpy as jnp
 
     jp = _jp()
-    model = nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(3)])
-    x = jax.random.normal(jax.random.key(0), (40, 5))
-    params = model.init(jax.random.key(1), x)["params"]
-    f = lambda p, a: model.apply({"params": p}, a)
+    x, params, f = _tiny_mlp(6, 40)
     area = "abp"
 
     def finite(out):
@@ -2651,15 +2658,11 @@ def abp_cases() -> list[Case]:
 
 
 def sipp_cases() -> list[Case]:
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
     jp = _jp()
-    model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(3)])
-    x = jax.random.normal(jax.random.key(0), (30, 5))
-    params = model.init(jax.random.key(1), x)["params"]
-    f = lambda p, a: model.apply({"params": p}, a)
+    x, params, f = _tiny_mlp(8, 30)
     area = "sipp"
     sens = jp.sipp.sensitivity(f, params, x)
     nan_sens = jax.tree.map(
