@@ -3323,7 +3323,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="run only fake cases that check the driver (hang, crash, wrong)",
     )
-    parser.add_argument("--out", default="results/robustness_sweep", help="output path without extension")
+    parser.add_argument("--out", default=None,
+                        help="output path without extension (default: results/robustness_sweep for the full "
+                        "sweep; a partial run (--only, --selftest) writes nothing unless given one)")
     args = parser.parse_args(argv)
     if args.worker is not None:
         _worker(args.worker, args.only, args.selftest)
@@ -3332,7 +3334,9 @@ def main(argv: list[str] | None = None) -> None:
     results = run_sweep(args.timeout, args.only, selftest=args.selftest)
     meta, md = report(results, args, time.perf_counter() - tic, NOTES)
     print(md)
-    out = pathlib.Path(args.out)
+    if args.out is None and (args.only or args.selftest):
+        return
+    out = pathlib.Path(args.out or "results/robustness_sweep")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     out.with_suffix(".md").write_text(md)
