@@ -386,30 +386,18 @@ def measure_cases() -> list[Case]:
                         value(functools.partial(ref, w), atol=2e-6, rtol=2e-6),
                     )
                 )
-        cases.append(
-            Case(
-                area,
-                f"{name}/float64_beyond_f32",
-                functools.partial(f, x["float64_np_big"]),
-                value(
-                    functools.partial(ref, x["float64_np_big"]),
-                    atol=2e-6,
-                    refuse=("params", "float32", "finite", "range", "inf", "w"),
-                ),
+        for key, case, words in (
+            ("float64_np_big", "float64_beyond_f32", ("params", "float32", "finite", "range", "inf", "w")),
+            ("float64_np_tiny", "float64_below_f32", ("params", "float32", "range")),
+        ):
+            cases.append(
+                Case(
+                    area,
+                    f"{name}/{case}",
+                    functools.partial(f, x[key]),
+                    value(functools.partial(ref, x[key]), atol=2e-6, refuse=words),
+                )
             )
-        )
-        cases.append(
-            Case(
-                area,
-                f"{name}/float64_below_f32",
-                functools.partial(f, x["float64_np_tiny"]),
-                value(
-                    functools.partial(ref, x["float64_np_tiny"]),
-                    atol=2e-6,
-                    refuse=("params", "float32", "range"),
-                ),
-            )
-        )
         cases.append(
             Case(
                 area,
