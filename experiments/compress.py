@@ -38,8 +38,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxprune._forward import default_apply_kwargs, forward_jaxpr
 from jaxprune.compress import compact
-from jaxprune.compress.graph import default_apply_kwargs
 from jaxprune.measures.cost import cost
 from jaxprune.train.models import get_model
 from jaxprune.tree import apply_mask, path_str
@@ -186,7 +186,7 @@ def _recorded_input_shape(workdir: pathlib.Path) -> tuple[int, ...] | None:
 
 def _input_shape(model: Any, variables: Any, config: dict) -> tuple[int, ...]:
     """For a run without a recorded shape: the candidate that the model accepts
-    with these params (checked by ``jax.eval_shape``, no compute): an MLP's input
+    with these params (traced on shapes, no compute): an MLP's input
     features (first dim of a 2-D kernel), or ``(S, S, C_in)`` for a conv net with
     ``S`` the built-in dataset's image size (``IMAGE_SIZES``; a streaming run's
     ``data.image_size``; else 32: the compaction does not depend on ``S``, the
@@ -202,9 +202,9 @@ def _input_shape(model: Any, variables: Any, config: dict) -> tuple[int, ...]:
     kwargs = default_apply_kwargs(model)
     for shape in dict.fromkeys(candidates):
         try:
-            jax.eval_shape(lambda v, x: model.apply(v, x, **kwargs), variables,
-                           jax.ShapeDtypeStruct((1, *shape), np.float32))
-        except Exception:  # a wrong candidate fails in whatever layer it reaches first
+            forward_jaxpr(lambda v, x: model.apply(v, x, **kwargs), variables,
+                          jax.ShapeDtypeStruct((1, *shape), np.float32), shape)
+        except ValueError:  # a wrong candidate fails in whatever layer it reaches first
             continue
         return shape
     raise ValueError(f"could not infer the model's input shape from its params; pass --input_shape "

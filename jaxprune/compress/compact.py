@@ -64,7 +64,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.compress.graph import ChannelGraph, default_apply_kwargs, trace
+from jaxprune._forward import default_apply_kwargs
+from jaxprune.compress.graph import ChannelGraph, trace
 from jaxprune.tree import check_same_structure, is_none, path_str
 
 __all__ = ["CompactReport", "Compacted", "KeptChannels", "LayerChange", "compact"]

@@ -37,7 +37,6 @@ leaves the output unchanged.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -47,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
+
+from jaxprune._forward import default_apply_kwargs, forward_jaxpr
 
 __all__ = ["ChannelGraph", "Exit", "Step", "trace"]
 
@@ -519,15 +520,6 @@ class _Tracer:
         return self._step("or", shape, axes, ins, where)
 
 
-def default_apply_kwargs(model: nn.Module) -> dict[str, Any]:
-    """``{"train": False}`` if ``model.__call__`` takes ``train``, else ``{}``."""
-    try:
-        params = inspect.signature(type(model).__call__).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"train": False} if "train" in params else {}
-
-
 def trace(
     model: nn.Module,
     variables: Mapping[str, Any],
@@ -549,13 +541,7 @@ def trace(
     kwargs = default_apply_kwargs(model) if apply_kwargs is None else dict(apply_kwargs)
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), variables)
     x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
-    try:
-        closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, **kwargs))(shapes, x)
-    except Exception as err:  # a shape mismatch surfaces as a flax/jax error deep inside the model
-        raise ValueError(
-            f"the forward pass failed on an input of shape {x.shape} (input_shape={tuple(input_shape)!r} "
-            f"plus a batch axis): {type(err).__name__}: {str(err).splitlines()[0]}"
-        ) from err
+    closed = forward_jaxpr(lambda v, x: model.apply(v, x, **kwargs), shapes, x, input_shape)
     graph = ChannelGraph()
     leaves = jax.tree.leaves(shapes)
     graph.leaf_ids = [graph._new_var(leaf.shape, leaf=i) for i, leaf in enumerate(leaves)]

@@ -29,7 +29,6 @@ only; the channels it would remove downstream are not).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,6 +38,7 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._forward import default_apply_kwargs, forward_jaxpr
 from jaxprune.tree import check_mask_shapes, is_none, path_str
 
 __all__ = ["cost"]
@@ -135,13 +135,6 @@ class _Counter:
                         origin[out] = carried[0]
 
 
-def _default_kwargs(model: Any) -> dict[str, Any]:
-    try:
-        return {"train": False} if "train" in inspect.signature(model).parameters else {}
-    except (TypeError, ValueError):
-        return {}
-
-
 def _densities(variables: PyTree, mask: PyTree | None) -> tuple[list[str], list[int], list[int]]:
     """Per variables leaf: path, size and kept count (the mask's True count, or the size)."""
     flat = jax.tree.leaves_with_path(variables)
@@ -212,7 +205,7 @@ def cost(
     if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 1 for d in shape):
         raise ValueError(f"input_shape={input_shape!r} is not valid; expected a tuple of integers >= 1")
     if hasattr(model, "apply"):
-        kwargs = _default_kwargs(model) if apply_kwargs is None else dict(apply_kwargs)
+        kwargs = default_apply_kwargs(model) if apply_kwargs is None else dict(apply_kwargs)
 
         def fn(v: PyTree, x: jax.Array) -> Any:
             return model.apply(v, x, **kwargs)
@@ -224,13 +217,7 @@ def cost(
         )
     paths, sizes, kept = _densities(variables, mask)
     x = jax.ShapeDtypeStruct((1, *shape), jnp.dtype(input_dtype))
-    try:
-        closed = jax.make_jaxpr(fn)(variables, x)
-    except Exception as err:  # a shape mismatch surfaces as a flax/jax error deep inside the model
-        raise ValueError(
-            f"the forward pass failed on an input of shape {(1, *shape)} (input_shape={input_shape!r} plus a "
-            f"batch axis of 1): {type(err).__name__}: {str(err).splitlines()[0]}"
-        ) from err
+    closed = forward_jaxpr(fn, variables, x, shape)
     n_leaves = len(paths)
     n_in = len(closed.jaxpr.invars) - n_leaves
     counter = _Counter()
