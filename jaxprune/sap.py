@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune import _validate
-from jaxprune.masks.select import score_keys, select_columns, select_global
+from jaxprune.masks.select import as_bool_mask, score_keys, select_columns, select_global
 from jaxprune.measures import _scope, pq_index, pqi_bound
 from jaxprune.tree import (
     PyTree,
@@ -313,7 +313,7 @@ def prune_round(
         mask = full_mask(params, prunable)
     else:
         check_mask_shapes(params, mask)  # structure, shapes, bool or 0/1 values
-        mask = jax.tree.map(_bool_mask, mask)
+        mask = jax.tree.map(as_bool_mask, mask)
     _scope.check_all_finite("params", params)
     if isinstance(out_axis, bool) or not isinstance(out_axis, int):
         raise TypeError(f"out_axis must be a Python int (the axis of output units), got {out_axis!r}")
@@ -321,13 +321,6 @@ def prune_round(
         params, mask, eta_r, gamma, beta, p=float(p), q=float(q), scope=scope,
         out_axis=int(out_axis) if scope == "neuron" else -1,
     )
-
-
-def _bool_mask(m: Any) -> jax.Array:
-    """A mask leaf as bool: bool as is; numeric: only 1 is unmasked (0/1 is checked when
-    concrete; a traced NaN / 0.5 entry counts as pruned, as in :func:`jaxprune.masks.topk`)."""
-    m = jnp.asarray(m)
-    return m if m.dtype == jnp.bool_ else m == 1
 
 
 @dataclass(frozen=True)

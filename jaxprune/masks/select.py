@@ -411,6 +411,14 @@ def check_nm_sparsity(sparsity: Any, n: int, m: int) -> jax.Array:
     return jnp.int32(n)
 
 
+def as_bool_mask(m: Any) -> jax.Array:
+    """A mask leaf as bool: a bool leaf as it is; a numeric one keeps only its
+    entries equal to 1 (0/1 is checked where the leaf is concrete; a traced NaN
+    or 0.5 entry counts as pruned, never as kept)."""
+    m = jnp.asarray(m)
+    return m if m.dtype == jnp.bool_ else m == 1
+
+
 def topk(
     scores: PyTree,
     sparsity: Any,
@@ -543,8 +551,7 @@ def topk(
             check_mask_values(f"mask leaf {name}", m)
         if sp is None and nm is None:
             raise ValueError(f"sparsity has no value for the prunable leaf {name}")
-        # numeric masks: only 1 keeps (a traced NaN / 0.5 entry counts as pruned, never as kept)
-        valid = None if m is None else (jnp.asarray(m) if m.dtype == jnp.bool_ else jnp.asarray(m) == 1)
+        valid = None if m is None else as_bool_mask(m)
         chosen.append((i, name, s, valid, full_shape, sp, axis))
 
     result: list[Any] = [None] * len(flat)
