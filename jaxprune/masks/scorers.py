@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxprune import _validate
-from jaxprune.measures.sparsity import _INF_BITS, _abs_bits, _ldexp, _scaled, _split
+from jaxprune.measures.sparsity import _abs_bits, _ldexp, _scaled, _top_exponent
 from jaxprune.tree import PyTree, check_out_axis, check_same_structure, is_none, neuron_view, path_str
 
 
@@ -120,8 +120,7 @@ def _unit_norms(v: jax.Array) -> jax.Array:
     def exact(v: jax.Array) -> jax.Array:
         bits = _abs_bits(v)
         top = jnp.max(bits, axis=0, initial=jnp.uint32(0))
-        finite = top < _INF_BITS
-        _, e_top = _split(jnp.where(finite & (top > 0), top, jnp.uint32(0x3F800000)))
+        e_top, finite = _top_exponent(top)
         c = _scaled(jnp.where(finite, bits, jnp.uint32(0)), e_top)
         root = jnp.sqrt(jnp.sum(c * c, axis=0))  # in [1, 2 sqrt(fan_in)) for a nonzero column
         norm = _ldexp(jnp.where(top > 0, root, 1.0), e_top)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import _validate
-from jaxprune.measures.sparsity import _INF_BITS, _abs_bits, _scaled, _split
+from jaxprune.measures.sparsity import _abs_bits, _scaled, _top_exponent
 from jaxprune.tree import PyTree, check_mask_shapes, check_same_structure, is_none, path_str
 
 
@@ -110,8 +110,7 @@ def _quality(pairs, valid):
     # squares, and subnormal weights (read as 0 by XLA:CPU's float arithmetic) still count.
     bits = [_abs_bits(w) for w, _ in pairs]
     top = jnp.max(jnp.stack([jnp.max(b, initial=jnp.uint32(0)) for b in bits])) if pairs else jnp.uint32(0)
-    finite = top < _INF_BITS
-    _, e_top = _split(jnp.where(finite & (top > 0), top, jnp.uint32(0x3F800000)))
+    e_top, finite = _top_exponent(top)
     scaled = [_scaled(jnp.where(finite, b, jnp.uint32(0)), e_top) for b in bits]
     removed = sum((jnp.sum(jnp.where(m, 0.0, c * c)) for c, (_, m) in zip(scaled, pairs, strict=True)),
                   jnp.float32(0))

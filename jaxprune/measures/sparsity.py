@@ -160,6 +160,15 @@ def _scaled(bits: jax.Array, e_top: jax.Array) -> jax.Array:
     return jnp.where(bits == 0, 0.0, m * _pow2(e - e_top))
 
 
+def _top_exponent(top: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(E, finite)`` for the :func:`_abs_bits` ``top`` of a maximum: ``2^E <= top
+    < 2^(E+1)`` (``E = 0`` for a zero or non-finite ``top``) and whether ``top``
+    is finite; scale with ``_scaled(jnp.where(finite, bits, 0), E)``."""
+    finite = top < _INF_BITS
+    _, e_top = _split(jnp.where(finite & (top > 0), top, _ONE_BITS))
+    return e_top, finite
+
+
 def _log_ratio(bits: jax.Array, log_m_top: jax.Array, e_top: jax.Array) -> jax.Array:
     """``log(|x| / top) <= 0`` for the :func:`_abs_bits` of finite ``x`` and
     ``top = m_top 2^e_top >= |x|`` (``-inf`` for ``x = 0``); the exponent
