@@ -477,3 +477,86 @@ def test_sparse_training_pipeline_smoke_digits():
     r = get_pipeline(c.pipeline)(c, tempfile.mkdtemp() + "/w")
     assert r["method"] == "RigL" and r["sparsity_prunable"] == pytest.approx(0.9, abs=2e-3)
     assert 0.0 <= r["test_acc"] <= 1.0 and r["epochs"] == 1
+
+
+# --------------------------------------------------------------------------- host dispatch
+
+
+def _dispatch_tx(name: str) -> optax.GradientTransformation:
+    inner = optax.sgd(0.1, momentum=0.9)
+    every = {"key": KEY, "update_every": 3, "prunable": PRUNABLE}
+    return {
+        "rigl": lambda: O.rigl(inner, 0.7, 12, **every),
+        "set": lambda: O.set_sparse(inner, 0.7, **every),
+        "sparse_momentum": lambda: O.sparse_momentum(inner, 0.7, 12, **every),
+        "dsr": lambda: O.dsr(inner, 0.7, threshold=0.5, **every),
+        "acdc": lambda: O.acdc(inner, 0.7, 30, prunable=PRUNABLE),  # compressed at update 11
+    }[name]()
+
+
+@pytest.mark.parametrize("name", ["rigl", "set", "sparse_momentum", "dsr", "acdc"])
+def test_steps_without_the_update_branch_are_bitwise_equal(name):
+    """``may_update_mask=False`` at the updates where ``mask_update_schedule``
+    is False (the Trainer's dispatch) gives bitwise the trajectory of the
+    single program with the mask update under ``lax.cond``."""
+    tx = _dispatch_tx(name)
+    due = jax.vmap(O.mask_update_schedule(tx))(jnp.arange(12)).tolist()
+    assert any(due) and not all(due)
+    full = jax.jit(tx.update)
+    quiet = jax.jit(lambda g, s, p: tx.update(g, s, p, may_update_mask=False))
+    one = two = make_params()
+    s1 = s2 = tx.init(one)
+    for t in range(12):
+        g = grads_at(t)
+        u1, s1 = full(g, s1, one)
+        u2, s2 = (full if due[t] else quiet)(g, s2, two)
+        one, two = optax.apply_updates(one, u1), optax.apply_updates(two, u2)
+    for a, b in zip(jax.tree.leaves((one, s1)), jax.tree.leaves((two, s2)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not _same_masks(s1, tx.init(make_params()))  # the masks did change
+
+
+def _same_masks(a, b) -> bool:
+    ma, mb = np_mask(a), np_mask(b)
+    return ma.keys() == mb.keys() and all(np.array_equal(ma[k], mb[k]) for k in ma)
+
+
+def test_mask_update_schedule_only_for_mask_updating_transforms():
+    tx = O.set_sparse(optax.sgd(0.1), 0.7, key=KEY, update_every=4, prunable=PRUNABLE)
+    due = O.mask_update_schedule(tx)
+    assert [bool(due(t)) for t in range(9)] == [t in (4, 8) for t in range(9)]
+    rigl = O.mask_update_schedule(O.rigl(optax.sgd(0.1), 0.7, 10, key=KEY, update_every=2, prunable=PRUNABLE))
+    assert [bool(rigl(t)) for t in range(10)] == [t in (2, 4, 6) for t in range(10)]  # stops at 75%
+    assert O.mask_update_schedule(O.static_sparse(optax.sgd(0.1), 0.7, key=KEY, prunable=PRUNABLE)) is None
+    assert O.mask_update_schedule(O.dpf(lambda t: 0.5)) is None
+    assert O.mask_update_schedule(optax.chain(tx)) is None
+    assert O.mask_update_schedule(optax.sgd(0.1)) is None
+    # the promise is the caller's: at a due update, may_update_mask=False leaves the mask as it is
+    params = make_params()
+    state = tx.init(params)
+    update = jax.jit(tx.update, static_argnames="may_update_mask")
+    for _ in range(4):
+        _, state = update(grads_at(0), state, params)
+    _, kept = update(grads_at(0), state, params, may_update_mask=False)
+    _, moved = update(grads_at(0), state, params)
+    assert _same_masks(kept, state) and not _same_masks(moved, state)
+
+
+def test_trainer_dispatch_equals_the_single_step_program():
+    """A Trainer given ``mask_update_due`` ends bitwise where one without it does."""
+    from jaxprune.configs.common import base_config
+    from jaxprune.train import Trainer, get_model, load_dataset
+
+    ds = load_dataset("digits", val_fraction=0.1, seed=0)
+    cfg = base_config().train
+    cfg.update(dict(epochs=1, batch_size=128, eval_batch_size=256, lr=0.05, log_every=5))
+    model = get_model("mlp", ds.num_outputs, hidden=(16,))
+    finals = []
+    for dispatch in (False, True):
+        tx = O.rigl(optax.sgd(0.05, momentum=0.9), 0.8, 12, key=KEY, update_every=3)
+        due = O.mask_update_schedule(tx) if dispatch else None
+        trainer = Trainer(model, ds, cfg, tx=tx, mask_update_due=due)
+        finals.append(trainer.fit(progress=False))
+    assert trainer._quiet_step is not None
+    for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -128,7 +128,8 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
     holds_zeros = m["name"] in HOLD_ZEROS
     trainer = Trainer(model, dataset, config.train, tx=tx,
                       forward_params=None if holds_zeros else jpo.sparse_params,
-                      hooks=[tracker], workdir=root / "train", seed=seed)
+                      hooks=[tracker], workdir=root / "train", seed=seed,
+                      mask_update_due=jpo.mask_update_schedule(tx))
     state0 = trainer.init_state()
     if holds_zeros:
         state0 = state0.replace(params=jpo.sparse_params(state0.params, state0.opt_state))

@@ -22,6 +22,7 @@ from jaxprune.train.data import (
     load_streaming_dataset,
     num_batches,
 )
+from jaxprune.train.host_memory import tune_host_malloc
 from jaxprune.train.loop import FunctionHook, Hook, Trainer, TrainingDiverged, evaluate
 from jaxprune.train.mesh import (
     batch_sharding,
@@ -82,4 +83,5 @@ __all__ = [
     "put_batch",
     "read_metrics",
     "replicated_sharding",
+    "tune_host_malloc",
 ]

@@ -185,7 +185,16 @@ class Trainer:
     forward pass (train and eval); ``hooks`` run in order; ``workdir`` enables
     metrics (``metrics.jsonl``, ``tb/``) and checkpoints (``checkpoints/``).
     Batches must be divisible by the number of devices of ``mesh`` (default:
-    all devices)."""
+    all devices).
+
+    ``mask_update_due(t) -> bool`` (jittable; from
+    :func:`jaxprune.optax.mask_update_schedule`): the steps at which the
+    sparse-training transformation ``tx`` may change its mask. The other steps
+    then run a second compiled step traced with ``may_update_mask=False``,
+    which has no mask-update branch (same results; on XLA:CPU the untaken
+    branch's conditional, its mask copies and its scratch memory cost ~5% of
+    an MLP step, see BENCHMARKS.md). It requires that ``tx.update`` runs once
+    per training step from step 0 (its update count equals ``state.step``)."""
 
     def __init__(
         self,
@@ -201,6 +210,7 @@ class Trainer:
         hooks: Sequence[Hook] = (),
         workdir: str | pathlib.Path | None = None,
         seed: int = 0,
+        mask_update_due: Callable[[jax.Array], jax.Array] | None = None,
     ):
         self.model, self.dataset, self.cfg = model, dataset, cfg
         self.mesh = make_mesh() if mesh is None else mesh
@@ -238,17 +248,24 @@ class Trainer:
         task = dataset.task
         self.task = task
         prepare = getattr(dataset, "device_normalize", None)  # streaming: uint8 -> normalized float32
-        self.train_step = make_train_step(
-            model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment,
-            prepare=prepare,
-        )
+        common = dict(task=task, mesh=self.mesh, augment=augment, prepare=prepare)
+        self.train_step = make_train_step(model, self.tx, forward_params=forward_params, **common)
         # fit() runs the carried form of the same step (bitwise equal, no separate masking pass)
         self._carried = None
         if forward_params is not None:
-            self._carried = make_carried_train_step(
-                model, self.tx, task=task, mesh=self.mesh, forward_params=forward_params, augment=augment,
-                prepare=prepare,
+            self._carried = make_carried_train_step(model, self.tx, forward_params=forward_params, **common)
+        # The steps without the mask-update branch, for the steps where mask_update_due is False.
+        self._mask_update_due = mask_update_due
+        self._quiet_step = self._quiet_carried = None
+        if mask_update_due is not None:
+            quiet = {"may_update_mask": False}
+            self._quiet_step = make_train_step(
+                model, self.tx, forward_params=forward_params, tx_kwargs=quiet, **common
             )
+            if forward_params is not None:
+                self._quiet_carried = make_carried_train_step(
+                    model, self.tx, forward_params=forward_params, tx_kwargs=quiet, **common
+                )[1]
         self.eval_step = make_eval_step(
             model, task=task, mesh=self.mesh, forward_params=forward_params, prepare=prepare
         )
@@ -388,6 +405,9 @@ class Trainer:
         step = int(state.step)  # host-side step counter: no device sync per step
         carried = carried_for = None  # forward weights of the carried step, and the state they belong to
         total = self.epochs * self.steps_per_epoch
+        due = None  # host copy of mask_update_due over all steps
+        if self._mask_update_due is not None:
+            due = np.asarray(jax.jit(jax.vmap(self._mask_update_due))(jnp.arange(total + 1)))
         bar = progress_bar(total, initial=start_epoch * self.steps_per_epoch + start_batch, enabled=progress)
         batches = None
         try:
@@ -402,12 +422,14 @@ class Trainer:
                 for b, batch in zip(range(first, self.steps_per_epoch), batches, strict=True):
                     skipped += _host_entries(batch).get("_skipped", 0)
                     state = self._run_hooks(state, "before_step")
+                    quiet = due is not None and not due[step]
                     if self._carried is None:
-                        state, metrics = self.train_step(state, batch)
+                        state, metrics = (self._quiet_step if quiet else self.train_step)(state, batch)
                     else:
                         start, carried_step = self._carried
                         if carried_for is not state:  # new, restored, or replaced by a hook
                             carried = start(state)
+                        carried_step = self._quiet_carried if quiet else carried_step
                         state, carried, metrics = carried_step(state, carried, batch)
                         carried_for = state
                     step += 1

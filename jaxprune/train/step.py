@@ -55,9 +55,16 @@ def _forward(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array
     return model.apply(variables, x, train=train, rngs=rngs), batch_stats
 
 
-def _train_body(model, tx, task: str, augment: Augment | None, prepare: Prepare | None) -> Callable:
+def _train_body(
+    model, tx, task: str, augment: Augment | None, prepare: Prepare | None, tx_kwargs: dict | None = None
+) -> Callable:
     """``body(state, fwd, batch) -> (state, metrics)``: one optimizer step with
-    the forward (and gradient) at the weights ``fwd``, applied to ``state.params``."""
+    the forward (and gradient) at the weights ``fwd``, applied to ``state.params``.
+    ``tx_kwargs``: static keyword arguments of ``tx.update`` (optax extra args,
+    e.g. ``may_update_mask=False``)."""
+    if tx_kwargs:
+        tx = optax.with_extra_args_support(tx)
+    tx_kwargs = dict(tx_kwargs or {})
 
     def loss_fn(fwd_params, batch_stats, batch, key):
         outputs, new_stats = _forward(model, fwd_params, batch_stats, batch["x"], train=True, key=key)
@@ -76,7 +83,7 @@ def _train_body(model, tx, task: str, augment: Augment | None, prepare: Prepare 
         (loss, (new_stats, outputs, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             fwd, state.batch_stats, batch, dropout_key
         )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, **tx_kwargs)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss}
         if task == "classification":
@@ -98,6 +105,7 @@ def make_train_step(
     forward_params: ForwardParams | None = None,
     augment: Augment | None = None,
     prepare: Prepare | None = None,
+    tx_kwargs: dict | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """``step(state, batch) -> (state, metrics)``, jitted with the state donated.
 
@@ -108,10 +116,13 @@ def make_train_step(
     ``augment(key, x) -> x`` run on device before the forward pass. ``metrics``
     are device scalars: ``loss`` (weighted mean) and, for classification,
     ``accuracy``. :func:`make_carried_train_step` is the same step, faster with
-    ``forward_params``.
+    ``forward_params``. ``tx_kwargs``: static keyword arguments passed to
+    ``tx.update`` (e.g. ``{"may_update_mask": False}`` for the steps a
+    sparse-training transformation does not update its mask at, see
+    :func:`jaxprune.optax.mask_update_schedule`).
     """
     check_choice("task", task, TASKS)
-    body = _train_body(model, tx, task, augment, prepare)
+    body = _train_body(model, tx, task, augment, prepare, tx_kwargs)
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         fwd = state.params if forward_params is None else forward_params(state.params, state.opt_state)
@@ -142,6 +153,7 @@ def make_carried_train_step(
     forward_params: ForwardParams,
     augment: Augment | None = None,
     prepare: Prepare | None = None,
+    tx_kwargs: dict | None = None,
 ) -> tuple[Callable[[TrainState], PyTree], Callable[[TrainState, PyTree, dict], tuple]]:
     """The step of :func:`make_train_step` with the forward weights carried from
     one step to the next: ``(start, step)`` with
@@ -159,10 +171,10 @@ def make_carried_train_step(
     pass over the weights; at the start of the step it is a separate pass that
     XLA:CPU does not fuse into the matmul (measured: ~15-20% of an MLP step on
     CPU, see ``experiments/benchmarks/bench_dpf.py``). Memory: one extra copy of
-    the masked leaves.
+    the masked leaves. ``tx_kwargs``: as in :func:`make_train_step`.
     """
     check_choice("task", task, TASKS)
-    body = _train_body(model, tx, task, augment, prepare)
+    body = _train_body(model, tx, task, augment, prepare, tx_kwargs)
 
     def start(state: TrainState) -> PyTree:
         return _own_leaves(state.params, forward_params(state.params, state.opt_state))

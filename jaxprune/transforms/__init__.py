@@ -7,6 +7,9 @@
   pruning state wherever it sits inside an optax state (``optax.chain``,
   ``named_chain``, ``inject_hyperparams``, ``MultiSteps``, ``masked``,
   ``multi_transform``, chains of chains, ...).
+- :func:`mask_update_schedule`: on which updates a sparse-training method
+  (SET, RigL, ...) may change its mask, so that a training loop can run the
+  other steps without the mask-update branch (``may_update_mask=False``).
 
 Composition: both transformations work inside ``optax.inject_hyperparams``
 (``init`` and ``update`` under ``jit``; the factory is re-run on traced
@@ -46,6 +49,7 @@ checkpoint with orbax.
 """
 
 from jaxprune.transforms._common import default_prunable, paper_prunable
+from jaxprune.transforms._sparse import mask_update_schedule
 from jaxprune.transforms.acdc import ACDCState, acdc, acdc_phases
 from jaxprune.transforms.dpf import DPFState, dpf
 from jaxprune.transforms.dsr import DSRState, dsr
@@ -75,6 +79,7 @@ __all__ = [
     "dpf_diagnostics",
     "dsr",
     "get_mask",
+    "mask_update_schedule",
     "masked_update",
     "paper_prunable",
     "rigl",

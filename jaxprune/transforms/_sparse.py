@@ -11,7 +11,11 @@ and new mask ``m'`` the returned update is ``u`` (the inner optimizer's update)
 where ``m & m'`` and ``-w`` elsewhere: a dropped weight becomes exactly 0, an
 inactive weight stays 0 and a regrown weight starts at exactly 0 (it gets its
 first nonzero update at the next step). Mask updates run under ``lax.cond``:
-other steps pay for one fused ``where`` only.
+other steps pay for one fused ``where`` and the (untaken) conditional. A caller
+that knows on the host which steps are due (:func:`mask_update_schedule`) can
+trace the other steps with ``tx.update(..., may_update_mask=False)``, which
+leaves the conditional out of the program (the engine's ``Trainer`` does, given
+``mask_update_due``).
 """
 
 from __future__ import annotations
@@ -68,6 +72,23 @@ def is_update_step(t: jax.Array, update_every: int, stop: int | None = None) -> 
     given) ``t < stop``. ``t`` is the 0-based count of ``update`` calls."""
     due = (t > 0) & (t % update_every == 0)
     return due if stop is None else due & (t < stop)
+
+
+def mask_update_schedule(tx: Any) -> Callable[[jax.Array], jax.Array] | None:
+    """The mask-update cadence of a sparse-training transformation (static, SET,
+    RigL, Sparse Momentum, DSR, AC/DC): ``due(t)``, a jittable, vmappable
+    function of the 0-based update count ``t`` that is True where
+    ``tx.update`` may change the mask. ``None`` for any other transformation
+    (also once wrapped, e.g. by ``optax.chain``). Steps where ``due`` is False
+    give the same result traced with ``tx.update(..., may_update_mask=False)``,
+    a program without the mask-update branch.
+
+    >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
+    >>> tx = jp.optax.set_sparse(optax.sgd(0.1), 0.9, key=jax.random.key(0), update_every=3)
+    >>> jax.vmap(jp.optax.mask_update_schedule(tx))(jnp.arange(7)).tolist()
+    [False, False, False, True, False, False, True]
+    """
+    return getattr(getattr(tx, "update", None), "mask_update_due", None)
 
 
 # --------------------------------------------------------------------------- masks
@@ -212,7 +233,14 @@ def sparse_transform(
     reset after the update would, and the weights follow the same trajectory
     (an inactive entry's state is never read: its update is ``-w``). Zeroing on
     entry rather than resetting after the update lets XLA fuse the zeroing into
-    the inner update instead of copying the moments at every step."""
+    the inner update instead of copying the moments at every step.
+
+    ``update(updates, state, params, *, may_update_mask=True)`` (an optax
+    ``GradientTransformationExtraArgs``: ``optax.chain`` passes the keyword
+    on): ``may_update_mask=False`` is a static promise that ``due`` is False at
+    this update; the mask-update branch is then not traced at all. It is the
+    caller's promise to keep (:func:`mask_update_schedule` gives ``due``):
+    at a due update it would leave the mask unchanged."""
     check_inner(inner)
     extra_fields = state_type._fields[3:]
 
@@ -220,7 +248,10 @@ def sparse_transform(
         mask = init_mask(params)
         return state_type(jnp.zeros((), jnp.int32), mask, inner.init(params), *init_extra(params, mask))
 
-    def update_fn(updates: PyTree, state: Any, params: PyTree | None = None) -> tuple[PyTree, Any]:
+    def update_fn(
+        updates: PyTree, state: Any, params: PyTree | None = None, *, may_update_mask: bool = True,
+        **extra_args: Any,
+    ) -> tuple[PyTree, Any]:
         if params is None:
             raise ValueError(f"{name} needs the params: call tx.update(grads, opt_state, params)")
         m_leaves, treedef = jax.tree.flatten(state.mask, is_leaf=is_none)
@@ -264,7 +295,7 @@ def sparse_transform(
             )
         u, inner_state = inner.update(g_in, inner_state, params)
         new = old
-        if due is not None:
+        if due is not None and may_update_mask:
 
             def change(old: list, w: list, g: list, extra: tuple) -> tuple:
                 return mask_update(t, old, w, g, extra)
@@ -285,4 +316,5 @@ def sparse_transform(
         new_state = state_type(t + 1, jax.tree.unflatten(treedef, mask), inner_state, *extra)
         return jax.tree.unflatten(treedef, u_leaves), new_state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    update_fn.mask_update_due = due
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
