@@ -491,10 +491,14 @@ def _dispatch_tx(name: str) -> optax.GradientTransformation:
         "sparse_momentum": lambda: O.sparse_momentum(inner, 0.7, 12, **every),
         "dsr": lambda: O.dsr(inner, 0.7, threshold=0.5, **every),
         "acdc": lambda: O.acdc(inner, 0.7, 30, prunable=PRUNABLE),  # compressed at update 11
+        "dpf": lambda: O.dpf(jp.masks.polynomial_schedule(0.7, 0, 9), update_every=3, prunable=PRUNABLE,
+                             inner=inner),
+        "incremental": lambda: O.dpf(jp.masks.polynomial_schedule(0.7, 0, 9), update_every=3,
+                                     prunable=PRUNABLE, inner=inner, feedback=False),
     }[name]()
 
 
-@pytest.mark.parametrize("name", ["rigl", "set", "sparse_momentum", "dsr", "acdc"])
+@pytest.mark.parametrize("name", ["rigl", "set", "sparse_momentum", "dsr", "acdc", "dpf", "incremental"])
 def test_steps_without_the_update_branch_are_bitwise_equal(name):
     """``may_update_mask=False`` at the updates where ``mask_update_schedule``
     is False (the Trainer's dispatch) gives bitwise the trajectory of the
@@ -528,7 +532,10 @@ def test_mask_update_schedule_only_for_mask_updating_transforms():
     rigl = O.mask_update_schedule(O.rigl(optax.sgd(0.1), 0.7, 10, key=KEY, update_every=2, prunable=PRUNABLE))
     assert [bool(rigl(t)) for t in range(10)] == [t in (2, 4, 6) for t in range(10)]  # stops at 75%
     assert O.mask_update_schedule(O.static_sparse(optax.sgd(0.1), 0.7, key=KEY, prunable=PRUNABLE)) is None
-    assert O.mask_update_schedule(O.dpf(lambda t: 0.5)) is None
+    dpf = O.mask_update_schedule(O.dpf(0.5, update_every=4))
+    incremental = O.mask_update_schedule(O.dpf(0.5, update_every=4, feedback=False, freeze_after=4))
+    assert [bool(dpf(t)) for t in range(9)] == [t in (0, 4, 8) for t in range(9)]
+    assert [bool(incremental(t)) for t in range(9)] == [t in (0, 1, 4, 5) for t in range(9)]  # + zero checks
     assert O.mask_update_schedule(optax.chain(tx)) is None
     assert O.mask_update_schedule(optax.sgd(0.1)) is None
     # the promise is the caller's: at a due update, may_update_mask=False leaves the mask as it is
@@ -542,8 +549,10 @@ def test_mask_update_schedule_only_for_mask_updating_transforms():
     assert _same_masks(kept, state) and not _same_masks(moved, state)
 
 
-def test_trainer_dispatch_equals_the_single_step_program():
-    """A Trainer given ``mask_update_due`` ends bitwise where one without it does."""
+@pytest.mark.parametrize("method", ["rigl", "dpf"])
+def test_trainer_dispatch_equals_the_single_step_program(method):
+    """A Trainer given ``mask_update_due`` ends bitwise where one without it
+    does: the plain step (RigL) and the carried one (DPF, forward at ``m * w``)."""
     from jaxprune.configs.common import base_config
     from jaxprune.train import Trainer, get_model, load_dataset
 
@@ -553,10 +562,15 @@ def test_trainer_dispatch_equals_the_single_step_program():
     model = get_model("mlp", ds.num_outputs, hidden=(16,))
     finals = []
     for dispatch in (False, True):
-        tx = O.rigl(optax.sgd(0.05, momentum=0.9), 0.8, 12, key=KEY, update_every=3)
+        inner = optax.sgd(0.05, momentum=0.9)
+        if method == "rigl":
+            tx, forward = O.rigl(inner, 0.8, 12, key=KEY, update_every=3), None
+        else:
+            schedule = jp.masks.polynomial_schedule(0.8, 0, 6)
+            tx, forward = O.dpf(schedule, update_every=3, inner=inner), O.sparse_params
         due = O.mask_update_schedule(tx) if dispatch else None
-        trainer = Trainer(model, ds, cfg, tx=tx, mask_update_due=due)
+        trainer = Trainer(model, ds, cfg, tx=tx, forward_params=forward, mask_update_due=due)
         finals.append(trainer.fit(progress=False))
-    assert trainer._quiet_step is not None
+    assert trainer._quiet_step is not None and (forward is None) == (trainer._quiet_carried is None)
     for a, b in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[1]), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

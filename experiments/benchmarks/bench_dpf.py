@@ -13,10 +13,17 @@ softmax cross-entropy on a fixed batch of random data):
   carried: ``m * w`` for the next forward pass is computed at the END of the
       step, after the update (``params, sparse_params(params, opt_state)`` are
       returned and the sparse tree is passed back in), where XLA fuses it into
-      the parameter update. This is the form the engine's Trainer runs
-      (``jaxprune.train.make_carried_train_step``); the goals apply to it.
+      the parameter update (``jaxprune.train.make_carried_train_step``).
   plain: the DESIGN.md idiom, ``sparse_params`` at the START of the step: one
       more pass over the weights, which XLA:CPU does not fuse into the matmul.
+
+and (b) also in the form the engine's Trainer runs (``b_dispatch``): carried,
+with the steps where ``jp.optax.mask_update_schedule`` is False running a
+second compiled step traced with ``may_update_mask=False`` (no ``lax.switch``),
+chosen on the host by the step count. The goals apply to it.
+
+The process tunes glibc malloc first (``jaxprune.train.host_memory``, as the
+``jaxprune`` CLI does on CPU); ``--default-malloc`` keeps glibc's defaults.
 
 The variants run interleaved in blocks (a, b, c, ...) so that machine noise
 hits all of them alike; the mean and the median (over blocks) step time of
@@ -32,15 +39,18 @@ over rounds of each round's wall-time ratio (the figure to quote). Goals: (b)/(a
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import jaxprune as jp
+from jaxprune.train.host_memory import tune_host_malloc
 from jaxprune.train.models import get_model
 
 # model name -> (input shape without batch, batch size, default steps per variant)
@@ -71,27 +81,37 @@ def build_steps(model_name: str, total_steps: int) -> tuple[dict[str, Callable],
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
 
     schedule = jp.masks.polynomial_schedule(0.9, 0, total_steps)
-    dpf = lambda every: optax.chain(jp.optax.dpf(schedule, update_every=every), optax.sgd(0.1, momentum=0.9))
-    variants = {  # name: (optimizer, form of the step)
-        "a_dense": (optax.sgd(0.1, momentum=0.9), "dense"),
-        "b_dpf16": (dpf(16), "carried"),
-        "c_dpf1": (dpf(1), "carried"),
-        "b_plain": (dpf(16), "plain"),
-        "c_plain": (dpf(1), "plain"),
+    sgd = lambda: optax.sgd(0.1, momentum=0.9)
+    dpf = lambda every: jp.optax.dpf(schedule, update_every=every)
+    variants = {  # name: (optimizer, form of the step, dispatch to a step without the mask update)
+        "a_dense": (sgd(), "dense", False),
+        "b_dispatch": (dpf(16), "carried", True),
+        "b_dpf16": (dpf(16), "carried", False),
+        "c_dpf1": (dpf(1), "carried", False),
+        "b_plain": (dpf(16), "plain", False),
+        "c_plain": (dpf(1), "plain", False),
     }
     steps, states = {}, {}
-    for name, (tx, form) in variants.items():
+    for name, (pruner, form, dispatch) in variants.items():
+        tx = pruner if form == "dense" else optax.chain(pruner, sgd())
 
-        def step(params, fwd, extra, opt_state, tx=tx, form=form):
+        def step(params, fwd, extra, opt_state, tx=tx, form=form, may_update_mask=True):
             if form == "plain":
                 fwd = jp.optax.sparse_params(params, opt_state)
             grads, new_extra = jax.grad(loss, has_aux=True)(fwd, extra)
-            updates, opt_state = tx.update(grads, opt_state, params)
+            kwargs = {} if form == "dense" else {"may_update_mask": may_update_mask}
+            updates, opt_state = tx.update(grads, opt_state, params, **kwargs)
             params = optax.apply_updates(params, updates)
             fwd = jp.optax.sparse_params(params, opt_state) if form == "carried" else params
             return params, fwd, new_extra, opt_state
 
-        steps[name] = jax.jit(step, donate_argnums=(0, 1, 2, 3))
+        full = jax.jit(step, donate_argnums=(0, 1, 2, 3))
+        if dispatch:
+            quiet = jax.jit(functools.partial(step, may_update_mask=False), donate_argnums=(0, 1, 2, 3))
+            due = np.asarray(jax.vmap(jp.optax.mask_update_schedule(pruner))(jnp.arange(total_steps + 100)))
+            steps[name] = lambda t, *state, f=full, q=quiet, due=due: (f if due[t] else q)(*state)
+        else:
+            steps[name] = lambda t, *state, f=full: f(*state)
         params = jax.tree.map(jnp.array, variables["params"])  # own copies: they get donated
         extra = {k: jax.tree.map(jnp.array, v) for k, v in variables.items() if k != "params"}
         opt_state = tx.init(params)
@@ -107,16 +127,17 @@ def run(model_name: str, steps_per_variant: int, block: int) -> dict[str, dict[s
         raise ValueError("block must be a multiple of 16 dividing steps_per_variant")
     steps, states = build_steps(model_name, steps_per_variant)
     for name, fn in steps.items():  # warm-up: compile and run both branches of the mask update
-        for _ in range(17):
-            states[name] = fn(*states[name])
+        for t in range(17):
+            states[name] = fn(t, *states[name])
         jax.block_until_ready(states[name])
     times = {name: {"wall": [], "cpu": []} for name in steps}
-    for _ in range(steps_per_variant // block):
+    for r in range(steps_per_variant // block):
+        first = 17 + r * block  # the update count of the round's first step
         for name, fn in steps.items():
             state = states[name]
             start, start_cpu = time.perf_counter(), time.process_time()
-            for _ in range(block):
-                state = fn(*state)
+            for t in range(first, first + block):
+                state = fn(t, *state)
             jax.block_until_ready(state)
             times[name]["wall"].append((time.perf_counter() - start) / block)
             times[name]["cpu"].append((time.process_time() - start_cpu) / block)
@@ -135,13 +156,16 @@ def main() -> None:
         "--steps", type=int, default=None, help="timed steps per variant (multiple of --block)"
     )
     parser.add_argument("--block", type=int, default=64, help="steps per interleaved block (multiple of 16)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="keep glibc's malloc defaults (no jaxprune.train.host_memory tuning)")
     args = parser.parse_args()
+    malloc = "glibc defaults" if args.default_malloc else f"tuned: {tune_host_malloc()}"
     steps = args.steps or MODELS[args.model][2]
     block = min(args.block, steps)
     times = run(args.model, steps, block)
     print(
         f"model={args.model} batch={MODELS[args.model][1]} steps/variant={steps} block={block} "
-        f"backend={jax.default_backend()}"
+        f"backend={jax.default_backend()} malloc {malloc}"
     )
     goal_b = 1.10 if args.model == "lenet300" else 1.03
     for clock in ("wall", "cpu"):
@@ -152,7 +176,8 @@ def main() -> None:
                 print(f"  {name:8s} step {t * 1e3:8.3f} ms   ratio to dense {t / agg['a_dense']:.3f}")
             ratio = {name: t / agg["a_dense"] for name, t in agg.items()}
             print(
-                f"  carried: (b)/(a) = {ratio['b_dpf16']:.3f} (goal <= {goal_b}); "
+                f"  engine (dispatched): (b)/(a) = {ratio['b_dispatch']:.3f} (goal <= {goal_b}); "
+                f"carried: (b)/(a) = {ratio['b_dpf16']:.3f}; "
                 f"(c)/(a) = {ratio['c_dpf1']:.3f} (goal <= 3)\n"
                 f"  plain:   (b)/(a) = {ratio['b_plain']:.3f}; (c)/(a) = {ratio['c_plain']:.3f}"
             )
@@ -164,7 +189,8 @@ def main() -> None:
     }
     print(
         f"paired wall ratios (median over {len(times['a_dense']['wall'])} rounds): "
-        f"carried (b)/(a) = {paired['b_dpf16']:.3f} (goal <= {goal_b}), (c)/(a) = {paired['c_dpf1']:.3f}; "
+        f"engine (b)/(a) = {paired['b_dispatch']:.3f} (goal <= {goal_b}); "
+        f"carried (b)/(a) = {paired['b_dpf16']:.3f}, (c)/(a) = {paired['c_dpf1']:.3f}; "
         f"plain (b)/(a) = {paired['b_plain']:.3f}, (c)/(a) = {paired['c_plain']:.3f}"
     )
 

@@ -98,7 +98,14 @@ from jaxprune.pipelines import (
 from jaxprune.train import Hook, Trainer, per_example_loss, replicated_sharding
 from jaxprune.train.optim import _get
 from jaxprune.train.state import TrainState
-from jaxprune.transforms import dpf, get_mask, masked_update, paper_prunable, sparse_params
+from jaxprune.transforms import (
+    dpf,
+    get_mask,
+    mask_update_schedule,
+    masked_update,
+    paper_prunable,
+    sparse_params,
+)
 from jaxprune.tree import PyTree, apply_mask, fresh_copy, full_mask, is_none, neuron_view
 
 METHODS = ("dense", "dpf", "incremental", "one_shot_ft", "one_shot_split", "snip")
@@ -564,7 +571,8 @@ def train_method(
                  feedback=method == "dpf", freeze_after=first_full if m["freeze_mask"] else None)
         # DPF sees the raw gradients; Incremental must see the FINAL updates (it zeroes pruned weights)
         placement = {"prepend": [tx]} if method == "dpf" else {"append": [tx]}
-        trainer, tracker = make(config.train, "train", forward_params=sparse_params, **placement)
+        trainer, tracker = make(config.train, "train", forward_params=sparse_params,
+                                mask_update_due=mask_update_schedule(tx), **placement)
         state0 = trainer.init_state()
         if reuse is not None:
             reused = _check_reusable(reuse, config, PIPELINE_NAMES[method], _TRAIN_PHASE_KEYS)

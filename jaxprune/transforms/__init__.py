@@ -7,8 +7,8 @@
   pruning state wherever it sits inside an optax state (``optax.chain``,
   ``named_chain``, ``inject_hyperparams``, ``MultiSteps``, ``masked``,
   ``multi_transform``, chains of chains, ...).
-- :func:`mask_update_schedule`: on which updates a sparse-training method
-  (SET, RigL, ...) may change its mask, so that a training loop can run the
+- :func:`mask_update_schedule`: on which updates DPF or a sparse-training
+  method (SET, RigL, ...) may change its mask, so that a training loop can run the
   other steps without the mask-update branch (``may_update_mask=False``).
 
 Composition: both transformations work inside ``optax.inject_hyperparams``
@@ -48,8 +48,7 @@ non-prunable leaves): they jit with donation, shard with the params and
 checkpoint with orbax.
 """
 
-from jaxprune.transforms._common import default_prunable, paper_prunable
-from jaxprune.transforms._sparse import mask_update_schedule
+from jaxprune.transforms._common import default_prunable, mask_update_schedule, paper_prunable
 from jaxprune.transforms.acdc import ACDCState, acdc, acdc_phases
 from jaxprune.transforms.dpf import DPFState, dpf
 from jaxprune.transforms.dsr import DSRState, dsr

@@ -275,3 +275,22 @@ def _scorer_args(scorer: Callable[..., PyTree]) -> tuple[str, ...]:
         "including 'params' (e.g. magnitude(params), random(key, params), snip(params, grads))"
     )
 
+
+def mask_update_schedule(tx: Any) -> Callable[[jax.Array], jax.Array] | None:
+    """The mask-update cadence of a pruning transformation that updates its
+    mask on some steps (DPF / Incremental, SET, RigL, Sparse Momentum, DSR,
+    AC/DC): ``due(t)``, a jittable, vmappable function of the 0-based update
+    count ``t`` that is True where ``tx.update`` may change the mask (or, for
+    Incremental, check it). ``None`` for any other transformation, and once
+    wrapped (e.g. by ``optax.chain``; ``dpf(..., inner=opt)`` keeps it).
+    Updates where ``due`` is False give the same result traced with
+    ``tx.update(..., may_update_mask=False)``: a program without the
+    mask-update branch, which a training loop that knows the step count on the
+    host can run instead (the engine's ``Trainer``, given ``mask_update_due``).
+
+    >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
+    >>> tx = jp.optax.set_sparse(optax.sgd(0.1), 0.9, key=jax.random.key(0), update_every=3)
+    >>> jax.vmap(jp.optax.mask_update_schedule(tx))(jnp.arange(7)).tolist()
+    [False, False, False, True, False, False, True]
+    """
+    return getattr(getattr(tx, "update", None), "mask_update_due", None)

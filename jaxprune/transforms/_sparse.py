@@ -74,23 +74,6 @@ def is_update_step(t: jax.Array, update_every: int, stop: int | None = None) -> 
     return due if stop is None else due & (t < stop)
 
 
-def mask_update_schedule(tx: Any) -> Callable[[jax.Array], jax.Array] | None:
-    """The mask-update cadence of a sparse-training transformation (static, SET,
-    RigL, Sparse Momentum, DSR, AC/DC): ``due(t)``, a jittable, vmappable
-    function of the 0-based update count ``t`` that is True where
-    ``tx.update`` may change the mask. ``None`` for any other transformation
-    (also once wrapped, e.g. by ``optax.chain``). Steps where ``due`` is False
-    give the same result traced with ``tx.update(..., may_update_mask=False)``,
-    a program without the mask-update branch.
-
-    >>> import jax, jax.numpy as jnp, optax, jaxprune as jp
-    >>> tx = jp.optax.set_sparse(optax.sgd(0.1), 0.9, key=jax.random.key(0), update_every=3)
-    >>> jax.vmap(jp.optax.mask_update_schedule(tx))(jnp.arange(7)).tolist()
-    [False, False, False, True, False, False, True]
-    """
-    return getattr(getattr(tx, "update", None), "mask_update_due", None)
-
-
 # --------------------------------------------------------------------------- masks
 
 

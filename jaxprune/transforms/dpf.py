@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -153,6 +153,10 @@ def dpf(
     ``t`` runs before ``update(t)`` is called. The top-k runs under
     ``lax.switch``, only on mask-update steps; other steps are a pass-through
     (Incremental: plus the zero check on the step after a mask update).
+    :func:`mask_update_schedule` gives the updates where the switch may do
+    anything (``due(t)``); at the others, ``tx.update(..., may_update_mask=False)``
+    traces the pass-through alone, without the switch (same results; the
+    engine's ``Trainer`` dispatches between the two given ``mask_update_due``).
 
     Composition: works inside ``optax.inject_hyperparams`` under ``jit`` (the
     schedule or a constant sparsity may itself be an injected hyperparameter,
@@ -230,22 +234,28 @@ def dpf(
         )
         _fail_at_runtime(count > 0, _misplaced_message, t, count, worst)
 
-    def update_fn(updates: PyTree, state: DPFState, params: PyTree | None = None) -> tuple[PyTree, DPFState]:
+    def branch(t: jax.Array) -> jax.Array:
+        """DPF: 0 pass-through, 1 mask update. Incremental: 0 pass-through, 1
+        placement check (the update right after a mask update), 2 mask update
+        (+ the check)."""
+        due = t % update_every == 0
+        if freeze_after is not None:
+            due = due & (t <= freeze_after)
+        if feedback:
+            return jnp.asarray(due, jnp.int32)
+        after = (t >= 1) & ((t - 1) % update_every == 0)
+        if freeze_after is not None:
+            after = after & (t - 1 <= freeze_after)
+        return jnp.where(due, 2, jnp.asarray(after, jnp.int32))
+
+    def update_fn(
+        updates: PyTree, state: DPFState, params: PyTree | None = None, *, may_update_mask: bool = True,
+        **extra_args: Any,
+    ) -> tuple[PyTree, DPFState]:
         if params is None:
             raise ValueError("dpf needs the params: call tx.update(grads, opt_state, params)")
         check_same_structure(_hidden_to_none(params), state.mask, "params", "opt_state mask")
         t = state.count
-        due = t % update_every == 0
-        if freeze_after is not None:
-            due = due & (t <= freeze_after)
-        # DPF: 0 pass-through, 1 mask update. Incremental: 0 pass-through, 1 placement check
-        # (the update right after a mask update), 2 mask update (+ the check).
-        index = due.astype(jnp.int32)
-        if not feedback:
-            after = (t >= 1) & ((t - 1) % update_every == 0)
-            if freeze_after is not None:
-                after = after & (t - 1 <= freeze_after)
-            index = jnp.where(due, 2, after.astype(jnp.int32))
         # The switch gets exactly what the mask update reads, as explicit operands:
         # the prunable leaves only (None elsewhere), the grads only if the scorer takes them.
         only_prunable = lambda tree: jax.tree.map(
@@ -266,19 +276,27 @@ def dpf(
                 check_pruned_zero(t, old, w)
             return new_mask(t, old, w, g)
 
-        mask, sparsity, delta, flips = lax.switch(
-            index,
-            [keep, update_mask] if feedback else [keep, check_only, update_mask],
-            state.mask,
-            only_prunable(params),
-            grads_in,
-        )
+        if may_update_mask:
+            mask, sparsity, delta, flips = lax.switch(
+                branch(t),
+                [keep, update_mask] if feedback else [keep, check_only, update_mask],
+                state.mask,
+                only_prunable(params),
+                grads_in,
+            )
+        else:  # the caller's promise: branch(t) == 0 (see mask_update_schedule)
+            mask, sparsity, delta, flips = keep(state.mask, None, None)
         if not feedback:
             updates = _map_masked(
                 lambda m, u, w: jnp.where(m, u, -w).astype(jnp.result_type(u)), mask, updates, params
             )
         return updates, DPFState(t + 1, mask, sparsity, delta, flips)
 
-    core = optax.GradientTransformation(init_fn, update_fn)
-    return core if inner is None else optax.chain(inner, core)
+    update_fn.mask_update_due = lambda t: branch(t) != 0
+    core = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    if inner is None:
+        return core
+    chained = optax.chain(inner, core)
+    chained.update.mask_update_due = update_fn.mask_update_due
+    return chained
 
