@@ -55,11 +55,6 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "jax.distributed.initialize(): auto = when the environment names a multi-host job; "
     "on = always (e.g. a Cloud TPU pod slice); off = never.",
 )
-_TUNE_MALLOC = flags.DEFINE_bool(
-    "tune_malloc", True,
-    "On the CPU backend, keep XLA's per-step scratch memory mapped between steps "
-    "(jaxprune.train.host_memory.tune_host_malloc); --notune_malloc keeps glibc's defaults.",
-)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the INFO logs of jax/orbax (one line per file saved).")
 _LIST = flags.DEFINE_bool("list_configs", False, "List the configs that ship with jaxprune and exit.")
 
@@ -180,10 +175,6 @@ def main(argv: list[str]) -> None:
     initialize_distributed({"auto": None, "on": True, "off": False}[_DISTRIBUTED.value])
     import jax
 
-    if _TUNE_MALLOC.value and jax.default_backend() == "cpu":
-        from jaxprune.train.host_memory import tune_host_malloc
-
-        tune_host_malloc()
     from jaxprune.configs.common import validate_config
     from jaxprune.pipelines import ConfigError, WorkdirError, get_pipeline, start_run
 

@@ -22,8 +22,7 @@ with the steps where ``jp.optax.mask_update_schedule`` is False running a
 second compiled step traced with ``may_update_mask=False`` (no ``lax.switch``),
 chosen on the host by the step count. The goals apply to it.
 
-The process tunes glibc malloc first (``jaxprune.train.host_memory``, as the
-``jaxprune`` CLI does on CPU); ``--default-malloc`` keeps glibc's defaults.
+``--tune-malloc`` first calls ``jaxprune.train.tune_host_malloc``.
 
 The variants run interleaved in blocks (a, b, c, ...) so that machine noise
 hits all of them alike; the mean and the median (over blocks) step time of
@@ -50,7 +49,7 @@ import numpy as np
 import optax
 
 import jaxprune as jp
-from jaxprune.train.host_memory import tune_host_malloc
+from jaxprune.train import tune_host_malloc
 from jaxprune.train.models import get_model
 
 # model name -> (input shape without batch, batch size, default steps per variant)
@@ -156,10 +155,10 @@ def main() -> None:
         "--steps", type=int, default=None, help="timed steps per variant (multiple of --block)"
     )
     parser.add_argument("--block", type=int, default=64, help="steps per interleaved block (multiple of 16)")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="keep glibc's malloc defaults (no jaxprune.train.host_memory tuning)")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="call jaxprune.train.tune_host_malloc first (default: glibc's defaults)")
     args = parser.parse_args()
-    malloc = "glibc defaults" if args.default_malloc else f"tuned: {tune_host_malloc()}"
+    malloc = f"tuned: {tune_host_malloc()}" if args.tune_malloc else "glibc defaults"
     steps = args.steps or MODELS[args.model][2]
     block = min(args.block, steps)
     times = run(args.model, steps, block)

@@ -25,13 +25,12 @@ run interleaved, (dense, rigl, set, ...) per round, so machine noise hits all
 alike; the figure to quote is the median over rounds of each round's wall-time
 ratio to dense (paired per round). Goal: <= 1.05.
 
-The process tunes glibc malloc first (``jaxprune.train.host_memory``, as the
-``jaxprune`` CLI does on CPU) so that XLA:CPU's per-step scratch, which the
-never-taken mask-update branch enlarges, stays mapped between steps;
-``--default-malloc`` measures with glibc's defaults instead.
+``--tune-malloc`` first calls ``jaxprune.train.tune_host_malloc`` (glibc
+keeps XLA:CPU's per-step scratch mapped between steps; it matters for the
+single-program forms, whose untaken mask-update branch enlarges that scratch).
 
     python -m experiments.benchmarks.bench_sparse
-    python -m experiments.benchmarks.bench_sparse --default-malloc
+    python -m experiments.benchmarks.bench_sparse --tune-malloc
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ import numpy as np
 import optax
 
 import jaxprune as jp
-from jaxprune.train.host_memory import tune_host_malloc
+from jaxprune.train import tune_host_malloc
 from jaxprune.train.models import get_model
 
 
@@ -113,10 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--block", type=int, default=200)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="keep glibc's malloc defaults (no jaxprune.train.host_memory tuning)")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="call jaxprune.train.tune_host_malloc first (default: glibc's defaults)")
     args = parser.parse_args()
-    malloc = "glibc defaults" if args.default_malloc else f"tuned: {tune_host_malloc()}"
+    malloc = f"tuned: {tune_host_malloc()}" if args.tune_malloc else "glibc defaults"
     if args.block % 100:
         raise SystemExit("--block must be a multiple of 100 (one RigL/SET update per 100 steps)")
     # RigL's updates stop at 75% of total_steps: make them cover every measured step.

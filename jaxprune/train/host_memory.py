@@ -7,9 +7,12 @@ block of a few MB is often handed back to the operating system (unmapped, or
 trimmed from the top of the heap) and the next step page-faults it back in, so
 a step whose scratch is larger pays for it at every execution even where the
 extra scratch is never touched: measured on the RigL/SET benchmark (MLP
-784-300-100-10, batch 256), 11 (RigL) and 82 (SET) page faults per step
-against 4 for dense, and the same matrix products 15-30% slower (see
-BENCHMARKS.md, "RigL / SET step overhead").
+784-300-100-10, batch 256, one program with the mask update under
+``lax.cond``), 11 (RigL) and 82 (SET) page faults per step against 4 for
+dense, 0-1 once tuned, and SET's step overhead over dense 1.14-1.17x against
+1.12-1.14x tuned (see BENCHMARKS.md, "RigL / SET step overhead"). The engine
+does not need it (its sparse-training steps run without the untaken branch)
+and does not call it: it is a process-wide setting, for the user's own loop.
 
 :func:`tune_host_malloc` fixes glibc's thresholds (``mallopt``) so freed blocks
 up to ``mmap_threshold`` stay in the heap and are reused by the next step. It
