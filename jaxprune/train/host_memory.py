@@ -39,9 +39,9 @@ def tune_host_malloc(mmap_threshold: int = MAX_MMAP_THRESHOLD, trim_threshold: i
     """Set glibc's ``M_MMAP_THRESHOLD`` (bytes; blocks at least this large are
     mmapped and unmapped on free, at most :data:`MAX_MMAP_THRESHOLD`) and
     ``M_TRIM_THRESHOLD`` (bytes of free memory at the top of the heap kept
-    before trimming, at most ``2**31 - 1``) for the whole process. Call it once, early (before the
-    first compiled step runs). Returns ``True`` if both were set, ``False``
-    where the C library has no ``mallopt``.
+    before trimming, at most ``2**31 - 1``) for the whole process. Call it
+    once, early (before the first compiled step runs). Returns ``True`` if
+    both were set, ``False`` where the C library has no ``mallopt``.
 
     >>> from jaxprune.train.host_memory import tune_host_malloc
     >>> tune_host_malloc(mmap_threshold=0)

@@ -189,7 +189,8 @@ class Trainer:
 
     ``mask_update_due(t) -> bool`` (jittable; from
     :func:`jaxprune.optax.mask_update_schedule`): the steps at which the
-    sparse-training transformation ``tx`` may change its mask. The other steps
+    pruning transformation in ``tx`` (DPF, SET, RigL, ...) may change its
+    mask. The other steps
     then run a second compiled step traced with ``may_update_mask=False``,
     which has no mask-update branch (same results; on XLA:CPU the untaken
     branch's conditional, its mask copies and its scratch memory cost ~5% of
@@ -422,7 +423,7 @@ class Trainer:
                 for b, batch in zip(range(first, self.steps_per_epoch), batches, strict=True):
                     skipped += _host_entries(batch).get("_skipped", 0)
                     state = self._run_hooks(state, "before_step")
-                    quiet = due is not None and not due[step]
+                    quiet = due is not None and step < len(due) and not due[step]
                     if self._carried is None:
                         state, metrics = (self._quiet_step if quiet else self.train_step)(state, batch)
                     else:
