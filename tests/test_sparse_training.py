@@ -547,6 +547,9 @@ def test_mask_update_schedule_only_for_mask_updating_transforms():
     _, kept = update(grads_at(0), state, params, may_update_mask=False)
     _, moved = update(grads_at(0), state, params)
     assert _same_masks(kept, state) and not _same_masks(moved, state)
+    for bad in (O.set_sparse(optax.sgd(0.1), 0.7, key=KEY, prunable=PRUNABLE), O.dpf(0.5)):
+        with pytest.raises(TypeError, match="may_update_mask must be a Python bool"):
+            bad.update(grads_at(0), bad.init(params), params, may_update_mask=jnp.array(False))
 
 
 @pytest.mark.parametrize("method", ["rigl", "dpf"])

@@ -120,6 +120,8 @@ def test_trainer_rejects_bad_batch_sizes(digits):
         Trainer(model, digits, _cfg(batch_size=12))
     with pytest.raises(ValueError, match="exceeds the"):
         Trainer(model, digits, _cfg(batch_size=8 * 400))
+    with pytest.raises(TypeError, match="mask_update_due must be a jittable function"):
+        Trainer(model, digits, _cfg(), mask_update_due=100)
 
 
 def test_metrics_writer_resume_drops_redone_steps(tmp_path):

@@ -256,6 +256,11 @@ class Trainer:
         if forward_params is not None:
             self._carried = make_carried_train_step(model, self.tx, forward_params=forward_params, **common)
         # The steps without the mask-update branch, for the steps where mask_update_due is False.
+        if mask_update_due is not None and not callable(mask_update_due):
+            raise TypeError(
+                f"mask_update_due must be a jittable function of the step (t -> bool), e.g. "
+                f"jaxprune.optax.mask_update_schedule(tx), or None; got {mask_update_due!r}"
+            )
         self._mask_update_due = mask_update_due
         self._quiet_step = self._quiet_carried = None
         if mask_update_due is not None:

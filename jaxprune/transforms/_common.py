@@ -276,6 +276,14 @@ def _scorer_args(scorer: Callable[..., PyTree]) -> tuple[str, ...]:
     )
 
 
+def check_may_update_mask(value: Any) -> None:
+    """``may_update_mask`` selects the traced program: a Python bool only."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"may_update_mask must be a Python bool (static: it chooses the traced program), got {value!r}"
+        )
+
+
 def mask_update_schedule(tx: Any) -> Callable[[jax.Array], jax.Array] | None:
     """The mask-update cadence of a pruning transformation that updates its
     mask on some steps (DPF / Incremental, SET, RigL, Sparse Momentum, DSR,

@@ -32,7 +32,7 @@ from jax import lax
 from jaxprune import masks as _masks
 from jaxprune._validate import check_choice, check_number
 from jaxprune.masks.select import score_keys, select_columns
-from jaxprune.transforms._common import _static_int, paper_prunable
+from jaxprune.transforms._common import _static_int, check_may_update_mask, paper_prunable
 from jaxprune.tree import PyTree, is_none, path_str, resolve_prunable
 
 DISTRIBUTIONS = ("uniform", "erk")
@@ -237,6 +237,7 @@ def sparse_transform(
     ) -> tuple[PyTree, Any]:
         if params is None:
             raise ValueError(f"{name} needs the params: call tx.update(grads, opt_state, params)")
+        check_may_update_mask(may_update_mask)
         m_leaves, treedef = jax.tree.flatten(state.mask, is_leaf=is_none)
         try:
             w_leaves = treedef.flatten_up_to(params)

@@ -22,6 +22,7 @@ from jaxprune.transforms._common import (
     _restrict_to_visible,
     _scorer_args,
     _static_int,
+    check_may_update_mask,
     paper_prunable,
 )
 from jaxprune.tree import (
@@ -254,6 +255,7 @@ def dpf(
     ) -> tuple[PyTree, DPFState]:
         if params is None:
             raise ValueError("dpf needs the params: call tx.update(grads, opt_state, params)")
+        check_may_update_mask(may_update_mask)
         check_same_structure(_hidden_to_none(params), state.mask, "params", "opt_state mask")
         t = state.count
         # The switch gets exactly what the mask update reads, as explicit operands:
