@@ -41,13 +41,11 @@ import orbax.checkpoint as ocp
 from jaxprune._forward import default_apply_kwargs, forward_jaxpr
 from jaxprune.compress import compact
 from jaxprune.measures.cost import cost
+from jaxprune.train.data.sources import SPECS
 from jaxprune.train.models import get_model
 from jaxprune.tree import apply_mask, path_str
 
 PHASES = ("finetune", "train", "dense", "")
-# Image side of the in-memory datasets (jaxprune.train.data.sources), for runs without a recorded shape.
-IMAGE_SIZES = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32,
-               "imagenet2012": 64}
 
 
 def find_checkpoint(workdir: pathlib.Path, phase: str | None, step: int | None) -> pathlib.Path:
@@ -188,14 +186,15 @@ def _input_shape(model: Any, variables: Any, config: dict) -> tuple[int, ...]:
     """For a run without a recorded shape: the candidate that the model accepts
     with these params (traced on shapes, no compute): an MLP's input
     features (first dim of a 2-D kernel), or ``(S, S, C_in)`` for a conv net with
-    ``S`` the built-in dataset's image size (``IMAGE_SIZES``; a streaming run's
+    ``S`` the built-in dataset's image side (``DatasetSpec.image_side``; a streaming run's
     ``data.image_size``; else 32: the compaction does not depend on ``S``, the
     MACs in the report do) and ``C_in`` the input channels of one
     of its conv kernels. Saved checkpoints list layers alphabetically, not in
     forward order, so every candidate is tried."""
     data = config.get("data") or {}
     streaming = bool(data.get("streaming"))
-    size = int(data.get("image_size") or 224) if streaming else IMAGE_SIZES.get(data.get("name"), 32)
+    spec = SPECS.get(data.get("name"))
+    size = int(data.get("image_size") or 224) if streaming else (spec and spec.image_side) or 32
     leaves = jax.tree.leaves(variables["params"])
     candidates = [(size, size, int(np.shape(w)[-2])) for w in leaves if np.ndim(w) == 4]
     candidates += [(int(np.shape(w)[0]),) for w in leaves if np.ndim(w) == 2]

@@ -281,3 +281,15 @@ def test_augment_cifar_pad_zero_is_identity_or_flip():
     assert np.all(flipped | same) and 10 < flipped.sum() < 54
     with pytest.raises(ValueError, match="mode"):
         augment_cifar(jax.random.key(0), x, mode="wrap")
+
+
+@needs_data
+def test_spec_image_side_matches_the_loaded_images():
+    """``DatasetSpec.image_side`` (the fallback input shape of experiments.compress)
+    is the side of the images each shipped loader returns."""
+    from jaxprune.train.data.sources import SPECS
+
+    for name in ("digits", "mnist", "fashion_mnist", "cifar10"):
+        shape = load_dataset(name, train_limit=10, test_limit=1).input_shape
+        assert shape[:2] == (SPECS[name].image_side,) * 2, name
+    assert SPECS["california_housing"].image_side is None and SPECS["diabetes"].image_side is None

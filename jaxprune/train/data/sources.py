@@ -44,7 +44,8 @@ class DatasetSpec:
     ``npz_files``: candidate file names in the data dir, first found wins (each
     with its description); ``tfds_name``/``tfds_splits``: the tfds dataset and its
     (train, test) split names; ``sklearn_loader``: a bundled scikit-learn loader
-    returning (x, y), split into train/test with ``test_fraction``."""
+    returning (x, y), split into train/test with ``test_fraction``; ``image_side``:
+    the side in pixels of the square images as stored (``None``: not images)."""
 
     task: str
     num_classes: int
@@ -55,6 +56,7 @@ class DatasetSpec:
     tfds_splits: tuple[str, str] = ("train", "test")
     sklearn_loader: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
     test_fraction: float = 0.2
+    image_side: int | None = None
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -73,10 +75,12 @@ def _diabetes() -> tuple[np.ndarray, np.ndarray]:
 
 SPECS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
-        "classification", 10, None, "scikit-learn digits (8x8, 1797 images)", sklearn_loader=_digits
+        "classification", 10, None, "scikit-learn digits (8x8, 1797 images)", sklearn_loader=_digits,
+        image_side=8,
     ),
     "mnist": DatasetSpec(
-        "classification", 10, None, "MNIST", npz_files=(("mnist.npz", "MNIST"),), tfds_name="mnist"
+        "classification", 10, None, "MNIST", npz_files=(("mnist.npz", "MNIST"),), tfds_name="mnist",
+        image_side=28,
     ),
     "fashion_mnist": DatasetSpec(
         "classification",
@@ -85,6 +89,7 @@ SPECS: dict[str, DatasetSpec] = {
         "Fashion-MNIST",
         npz_files=(("fashion_mnist.npz", "Fashion-MNIST"),),
         tfds_name="fashion_mnist",
+        image_side=28,
     ),
     "cifar10": DatasetSpec(
         "classification",
@@ -96,6 +101,7 @@ SPECS: dict[str, DatasetSpec] = {
             ("cifar10_jpeg_small.npz", "CIFAR-10 (JPEG copy, 10k train subset)"),
         ),
         tfds_name="cifar10",
+        image_side=32,
     ),
     "cifar100": DatasetSpec(
         "classification",
@@ -104,6 +110,7 @@ SPECS: dict[str, DatasetSpec] = {
         "CIFAR-100",
         npz_files=(("cifar100.npz", "CIFAR-100"),),
         tfds_name="cifar100",
+        image_side=32,
     ),
     # Held in memory, so only a downsampled copy is practical: tfds' imagenet_resized/64x64
     # (Chrabaszcz et al. 2017) or a user-made fixed-size imagenet2012.npz.
@@ -115,6 +122,7 @@ SPECS: dict[str, DatasetSpec] = {
         npz_files=(("imagenet2012.npz", "ImageNet-2012 (npz copy)"),),
         tfds_name="imagenet_resized/64x64",
         tfds_splits=("train", "validation"),
+        image_side=64,
     ),
     "california_housing": DatasetSpec(
         "regression",
