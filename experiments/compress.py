@@ -19,8 +19,8 @@ model is compacted with :func:`jaxprune.compress.compact` and written to
   channels that could not be removed (and why), params before/after, the
   compact model's ``widths``, MACs per example before/after
   (:func:`jaxprune.measures.cost.cost`) and the checkpoint used; with
-  ``--eval`` also the test metrics of the masked, group-masked and compact
-  models (:func:`test_metrics`).
+  ``--eval`` also the test metrics of the kernel-masked, group-masked and
+  compact models (:func:`test_metrics`).
 
 Rebuild the compact model with ``get_model(name, num_outputs,
 **kwargs).clone(widths=tuple(report["widths"].items()))``.
@@ -128,7 +128,7 @@ def run(
     }
     if evaluate:
         summary["test"] = test_metrics(config, {
-            "masked (as trained)": (model, variables | {"params": apply_mask(params, mask)}),
+            "kernel-masked": (model, variables | {"params": apply_mask(params, mask)}),
             "group-masked": (model, variables | {"params": apply_mask(params, report.group_mask)}),
             "compact": (small, small_vars),
         })
@@ -138,11 +138,12 @@ def run(
 
 def test_metrics(config: dict, models: dict[str, tuple[Any, Any]]) -> dict[str, dict]:
     """Test-split metrics (the engine's exact evaluation) of each ``name: (model,
-    variables)``, on the run's own dataset and eval batch size. "masked (as
-    trained)" is the network the run evaluated (``m * w``, BatchNorm as
-    trained); "group-masked" also zeroes the bias / BatchNorm scale and shift
-    of the removed channels (:func:`jaxprune.compress.compact`'s decision),
-    which is the compact model's function exactly."""
+    variables)``, on the run's own dataset and eval batch size. "kernel-masked"
+    is ``m * w`` with the kernel mask alone (biases and BatchNorm as trained);
+    "group-masked" also zeroes the bias / BatchNorm scale and shift of the
+    removed channels (:func:`jaxprune.compress.compact`'s decision), which is
+    the compact model's function exactly, and the network that the dpf
+    pipeline's structured (``scope="filter"``) methods train and evaluate."""
     import jax.numpy as jnp
     from ml_collections import ConfigDict
 
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", default=None, type=int)
     parser.add_argument("--input_shape", default=None, type=int, nargs="+")
     parser.add_argument("--eval", action="store_true",
-                        help="also evaluate the masked, group-masked and compact models on the test split")
+                        help="also evaluate the kernel-masked, group-masked and compact models (test split)")
     args = parser.parse_args(argv)
     shape = tuple(args.input_shape) if args.input_shape else None
     s = run(args.workdir, args.phase, args.step, shape, evaluate=args.eval)

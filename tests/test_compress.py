@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import jaxprune as jp
-from jaxprune.compress import compact
+from jaxprune.compress import compact, structure_groups
 from jaxprune.train.models import get_model
 from jaxprune.tree import apply_mask, is_none
 
@@ -84,6 +84,17 @@ ZOO_SLOW = [
 ]
 
 
+def _check_structure_groups(model, variables, mask, shape, report):
+    """The jittable structure_groups gives compact's (host) group mask: the same
+    entries pruned, a None leaf of one standing for all True in the other."""
+    params = variables["params"]
+    ours = jax.jit(structure_groups(model, variables, input_shape=shape))(mask)
+    full = lambda m, w: np.ones(np.shape(w), bool) if m is None else np.asarray(m, bool)
+    theirs = jax.tree.leaves(report.group_mask, is_leaf=is_none)
+    for a, b, w in zip(jax.tree.leaves(ours, is_leaf=is_none), theirs, jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(full(a, w), full(b, w))
+
+
 def _one_shot(name, kwargs, shape):
     model = get_model(name, 4, **kwargs)
     variables, x = _init(model, shape)
@@ -91,6 +102,7 @@ def _one_shot(name, kwargs, shape):
     result = compact(model, variables, mask, input_shape=shape)
     _check_equal(model, variables, x, result, rtol=1e-4)
     _check_group_mask(mask, result.report)
+    _check_structure_groups(model, variables, mask, shape, result.report)
     assert result.report.params_after < result.report.params_before
     # every small kernel really is smaller or equal, and some are smaller
     small_k = [w.shape for w in jax.tree.leaves(result.variables["params"]) if w.ndim >= 2]
@@ -129,6 +141,8 @@ def test_global_filter_norm_topk_mask():
     "name,kwargs,shape,sparsity", [("mlp", {"hidden": (8, 6)}, (5,), 0.4), ("resnet20", {}, (8, 8, 3), 0.15)]
 )
 def test_structured_dpf_compacts_exactly(name, kwargs, shape, sparsity):
+    """Structured DPF trained with the forward pass at the group-masked params
+    (the dpf pipeline's form): compaction keeps exactly the trained function."""
     model = get_model(name, 4, **kwargs)
     variables, x = _init(model, shape)
     params = variables["params"]
@@ -138,11 +152,15 @@ def test_structured_dpf_compacts_exactly(name, kwargs, shape, sparsity):
     )
     state = tx.init(params)
     others = {k: v for k, v in variables.items() if k != "params"}
+    group = structure_groups(model, variables, input_shape=shape)
+
+    def forward(p, state):
+        return apply_mask(p, group(jp.optax.get_mask(state, p)))
 
     @jax.jit
     def step(params, state):
         def loss(p):
-            out = model.apply({**others, "params": jp.optax.sparse_params(p, state)}, x)
+            out = model.apply({**others, "params": forward(p, state)}, x)
             return jnp.mean((out - y) ** 2)
 
         updates, state = tx.update(jax.grad(loss)(params), state, params)
@@ -155,6 +173,12 @@ def test_structured_dpf_compacts_exactly(name, kwargs, shape, sparsity):
     result = compact(model, variables, mask, input_shape=shape)
     assert result.report.params_after < result.report.params_before
     _check_equal(model, variables, x, result)
+    trained = model.apply({**others, "params": jax.jit(forward)(params, state)}, x)
+    np.testing.assert_allclose(np.asarray(result.model.apply(result.variables, x)), np.asarray(trained),
+                               atol=2e-5 * max(float(jnp.max(jnp.abs(trained))), 1.0))
+    grouped = jax.tree.leaves(jax.jit(group)(mask), is_leaf=is_none)
+    extra = [g for m, g in zip(jax.tree.leaves(mask, is_leaf=is_none), grouped, strict=True) if m is None]
+    assert any(g is not None and not bool(np.all(g)) for g in extra)  # biases / BN of pruned filters masked
 
 
 def test_mlp_hand_count_and_weights():

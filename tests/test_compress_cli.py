@@ -88,4 +88,4 @@ def test_compress_eval_on_the_runs_dataset(tmp_path):
     cli.main(["--workdir", str(tmp_path), "--eval"])
     test = json.loads((tmp_path / "compact" / "report.json").read_text())["test"]
     assert test["compact"]["loss"] == pytest.approx(test["group-masked"]["loss"], rel=1e-5)
-    assert test["masked (as trained)"]["loss"] != test["compact"]["loss"]  # the pruned units' biases differ
+    assert test["kernel-masked"]["loss"] != test["compact"]["loss"]  # the pruned units' biases differ

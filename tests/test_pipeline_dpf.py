@@ -277,11 +277,23 @@ def test_structured_masks_keep_whole_filters_by_l2_norm():
 
 
 def test_structured_dpf_prunes_whole_units(outcome, tmp_path):
+    """Structured DPF keeps or drops whole units, and trains the network that
+    compaction keeps: the pruned units' biases go with them (structure group)."""
+    from jaxprune.compress import compact
+
     out = P.train_method(_config("dpf", scope="filter"), tmp_path, "dpf")
     (m, _), = _leaves(out.mask, out.state.params)
     assert np.all(m == m[:1, :])  # a hidden unit is kept or dropped whole
     assert int((~m[0]).sum()) == _n_pruned(TARGET, 32)
     assert out.record["scope"] == "filter"
+    trained = out.trainer.forward_params(out.state.params, out.state.opt_state)
+    assert np.all(np.asarray(trained["Dense_0"]["bias"])[~m[0]] == 0)
+    x = out.trainer.dataset.test.x[:16]
+    small, small_vars, _ = compact(out.trainer.model, {"params": out.state.params}, out.mask,
+                                   input_shape=out.trainer.dataset.input_shape)
+    expected = out.trainer.model.apply({"params": trained}, x)
+    got = small.apply(small_vars, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
 def test_finetuning_reuses_a_finished_run_exactly(outcome, tmp_path):

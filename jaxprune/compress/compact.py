@@ -36,10 +36,13 @@ elsewhere); the compacted model computes exactly
 ``model.apply(apply_mask(params, report.group_mask))``. When the input mask
 already covers the bias/BN of its pruned filters (or they are 0),
 ``group_mask`` prunes nothing more and the compacted model equals the masked
-model. With a kernel-only filter mask (``jp.masks.topk(..., scope="filter")``
-and structured DPF mask kernels only) the removed channels' BN constants are
-dropped: prune with ``group_mask`` (or fine-tune after compaction) to keep the
-function.
+model. A kernel-only filter mask (``jp.masks.topk(..., scope="filter")``,
+the mask structured DPF holds) leaves the pruned filters' BN constants in the
+masked model, and compaction drops them: train with the forward pass at
+``apply_mask(params, group_mask(mask))``, ``group_mask`` from
+:func:`jaxprune.compress.structure_groups` (jittable; the ``dpf`` pipeline's
+structured methods do), prune with ``report.group_mask``, or fine-tune after
+compaction, to keep the function.
 
 The small model: Flax linen modules take their widths as attributes, so the
 compacted model is ``model.clone(widths=...)``: the model must have a

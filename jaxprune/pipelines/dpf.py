@@ -47,7 +47,10 @@ global unless ``method.scope`` says ``"layer"``/``"neuron"``;
 ``method.scope = "filter"`` is structured DPF (and structured One-shot / SNIP /
 Incremental): whole filters (output units) scored by their l2 norm
 (:func:`jaxprune.masks.filter_norm`; SNIP: the summed ``|w * dL/dw|`` of the
-filter), kept or dropped globally across layers.
+filter), kept or dropped globally across layers. The structured methods train
+and evaluate with the mask extended to each pruned filter's structure group
+(its bias and BatchNorm scale and shift: :func:`jaxprune.compress.structure_groups`),
+so the model they report is the one :func:`jaxprune.compress.compact` keeps.
 
 Every pipeline writes ``<workdir>/results.json`` with one record: ``method``,
 ``model``, ``dataset``, ``seed``, ``target_sparsity``, ``epochs`` (total,
@@ -83,6 +86,7 @@ import numpy as np
 
 from jaxprune import masks
 from jaxprune._validate import check_choice, check_number
+from jaxprune.compress import structure_groups
 from jaxprune.measures import mask_flips, mask_iou, pruning_quality
 from jaxprune.pipelines import (
     ConfigError,
@@ -201,6 +205,18 @@ def _prunable_only(tree: PyTree, flags: PyTree) -> PyTree:
     """``tree`` with ``None`` where ``flags`` (Python bools, or a mask whose
     ``None`` leaves are not prunable) says not prunable."""
     return jax.tree.map(lambda f, x: None if f is None or f is False else x, flags, tree, is_leaf=is_none)
+
+
+def structure_group_mask(
+    model: Any, state: TrainState, input_shape: tuple[int, ...]
+) -> Callable[[PyTree], PyTree]:
+    """The structured methods' mask extension (jittable): a pruned filter's bias
+    and BatchNorm scale and shift go with it (:func:`jaxprune.compress.structure_groups`
+    of the model traced at ``state``'s shapes)."""
+    variables = {"params": state.params}
+    if jax.tree.leaves(state.batch_stats):
+        variables["batch_stats"] = state.batch_stats
+    return structure_groups(model, variables, input_shape=tuple(input_shape))
 
 
 def magnitude_mask(params: PyTree, sparsity: float, flags: PyTree, scope: str = "global") -> PyTree:
@@ -519,6 +535,16 @@ def train_method(
     seed, target, scope = int(config.seed), float(m["target_sparsity"]), m["scope"]
     probe = Trainer(model, dataset, config.train, seed=seed)  # steps per epoch; compiles nothing
     spe = probe.steps_per_epoch
+    group = None  # structured methods: the mask extended to each pruned filter's structure group
+    if scope == "filter":
+        group = structure_group_mask(model, probe.init_state(), dataset.input_shape)
+
+    def masked(params: PyTree, mask: PyTree) -> PyTree:
+        return apply_mask(params, mask if group is None else group(mask))
+
+    forward = sparse_params if group is None else lambda params, opt_state: masked(
+        params, get_mask(opt_state, params)
+    )
     tracker_dir = root / "masks"
     epochs = int(config.train.epochs)
     ft_epochs = int(m["finetune_epochs"])
@@ -547,7 +573,7 @@ def train_method(
 
     def finetune(state: TrainState, mask: PyTree, n: int, offset: int) -> tuple[Trainer, TrainState]:
         trainer, _ = make(_finetune_cfg(config.train, m, n), "finetune", offset, append=[masked_update(mask)],
-                          forward_params=sparse_params)
+                          forward_params=forward)
         state0 = state.replace(step=jnp.zeros((), jnp.int32), params=apply_mask(state.params, mask),
                                opt_state=trainer.tx.init(state.params))
         return trainer, _fit(trainer, state0, resume, bar)
@@ -571,7 +597,7 @@ def train_method(
                  feedback=method == "dpf", freeze_after=first_full if m["freeze_mask"] else None)
         # DPF sees the raw gradients; Incremental must see the FINAL updates (it zeroes pruned weights)
         placement = {"prepend": [tx]} if method == "dpf" else {"append": [tx]}
-        trainer, tracker = make(config.train, "train", forward_params=sparse_params,
+        trainer, tracker = make(config.train, "train", forward_params=forward,
                                 mask_update_due=mask_update_schedule(tx), **placement)
         state0 = trainer.init_state()
         if reuse is not None:
@@ -613,7 +639,7 @@ def train_method(
         record["dense_epochs"] = dense_epochs
         record["test_acc_dense"] = trainer.evaluate(state, "test")["accuracy"]
         mask = jax.jit(magnitude_mask, static_argnames=("scope",))(state.params, target, full, scope=scope)
-        record["test_acc_pruned"] = trainer.evaluate(state.replace(params=apply_mask(state.params, mask)),
+        record["test_acc_pruned"] = trainer.evaluate(state.replace(params=masked(state.params, mask)),
                                                      "test")["accuracy"]
         trainer, state = finetune(state, mask, ft_epochs, dense_epochs)
         histories.append(trainer.history)
@@ -625,7 +651,7 @@ def train_method(
         mask = snip_mask(model, init, batch, target, paper_prunable(init.params), task=dataset.task,
                          scope=scope)
         trainer, tracker = make(config.train, "train", append=[masked_update(mask)],
-                                forward_params=sparse_params)
+                                forward_params=forward)
         tracker.save_initial(mask)
         params0 = apply_mask(init.params, mask)
         state = _fit(trainer, init.replace(params=params0, opt_state=trainer.tx.init(params0)), resume, bar)
