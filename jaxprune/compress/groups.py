@@ -45,8 +45,11 @@ def structure_groups(
     """``group_mask(mask) -> mask`` of ``model`` (see the module docstring).
 
     Args:
-      model, variables, input_shape, apply_kwargs: as for
-        :func:`jaxprune.compress.compact` (only shapes are read).
+      model: a Flax linen module, as for :func:`jaxprune.compress.compact`.
+      variables: its variables (only their shapes are read).
+      input_shape: the shape of one input without the batch axis.
+      apply_kwargs: keyword arguments of the traced call (default as in
+        ``compact``).
 
     Returns:
       A jittable function of a mask with the structure of
