@@ -103,10 +103,14 @@ def structure_groups(
             for d, r in single_root_axes(i).items():
                 if r in spaces and (i, r) not in consumed:
                     grouped.setdefault(param_pos[i], []).append((d, r))
-    treedef = jax.tree.structure(variables["params"], is_leaf=is_none)
+    # shapes only: the returned function must not keep the variables' arrays alive
+    param_shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                                variables["params"])
+    shapes = [leaf.shape for leaf in jax.tree.leaves(param_shapes)]
+    treedef = jax.tree.structure(param_shapes)
 
     def group_mask(mask: PyTree) -> PyTree:
-        check_same_structure(variables["params"], mask, "params", "mask")
+        check_same_structure(param_shapes, mask, "params", "mask")
         m = jax.tree.leaves(mask, is_leaf=is_none)
         pruned = {}
         for r in spaces:
@@ -118,7 +122,6 @@ def structure_groups(
             ]
             pruned[r] = jnp.all(jnp.stack(per_producer), axis=0)
         out = list(m)
-        shapes = [jnp.shape(x) for x in jax.tree.leaves(variables["params"])]
         for p, axes in grouped.items():
             keep = None
             for d, r in axes:
