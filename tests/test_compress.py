@@ -281,6 +281,7 @@ def test_residual_tie_removed_when_every_coupled_layer_prunes():
     assert sv["batch_stats"]["stage1_block3"]["bn2"]["mean"].shape == (14,)
     assert report.not_removable == ()
     _check_equal(model, variables, x, (small, sv, report))
+    _check_structure_groups(model, variables, mask, (8, 8, 3), report)
 
 
 def test_residual_tie_kept_when_one_layer_keeps():
@@ -292,6 +293,7 @@ def test_residual_tie_kept_when_one_layer_keeps():
     (kept,) = report.not_removable
     assert set(kept.layers) == set(STREAM1) and kept.channels == 2 and "tied" in kept.reason
     assert small.widths == ()  # nothing removable: same model
+    _check_structure_groups(model, variables, mask, (8, 8, 3), report)
     np.testing.assert_allclose(
         np.asarray(small.apply(sv, x)),
         np.asarray(model.apply({**variables, "params": apply_mask(variables["params"], mask)}, x)),
@@ -308,6 +310,40 @@ def test_zero_padded_shortcut_keeps_its_channels():
     assert result.variables["params"]["stem_conv"]["kernel"].shape[-1] == 16
     assert any("pad" in k.reason for k in result.report.not_removable)
     _check_equal(model, variables, x, result)
+    _check_structure_groups(model, variables, mask, (8, 8, 3), result.report)
+
+
+class SquareResidual(nn.Module):
+    """``h = Dense(x); h = h + Dense(relu(h))``: the second kernel's input and
+    output axes are the same channel space."""
+
+    widths: tuple = ()
+
+    @nn.compact
+    def __call__(self, x):
+        n = dict(self.widths).get("Dense_0", 4)
+        h = nn.Dense(n)(x)
+        h = h + nn.Dense(dict(self.widths).get("Dense_1", n))(nn.relu(h))
+        return nn.Dense(2)(h)
+
+
+def test_structure_groups_with_a_square_kernel_in_its_own_space():
+    """A kernel whose input and output axes a residual addition ties into one
+    space: structure_groups decides as compact does (same group mask), whether
+    the square kernel's slice is masked one way or both."""
+    model = SquareResidual()
+    variables, x = _init(model, (3,))
+    params = variables["params"]
+    for also_input in (False, True):
+        mask = jax.tree.map(lambda w: np.ones(w.shape, bool) if w.ndim == 2 else None, params)
+        mask["Dense_2"]["kernel"] = None
+        for layer in ("Dense_0", "Dense_1"):
+            mask[layer]["kernel"][:, 2] = False
+        if also_input:
+            mask["Dense_1"]["kernel"][2, :] = False
+        result = compact(model, variables, mask, input_shape=(3,))
+        _check_equal(model, variables, x, result)
+        _check_structure_groups(model, variables, mask, (3,), result.report)
 
 
 class FlattenNet(nn.Module):

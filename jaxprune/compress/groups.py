@@ -56,7 +56,9 @@ def structure_groups(
       ``variables["params"]`` (bool leaves, ``None`` = not pruned): channel
       ``c`` of a space is pruned when every kernel producing that space has
       output unit ``c`` entirely ``False`` (a producer without a mask leaf
-      prunes nothing); then every other ``params`` leaf indexed by that space
+      prunes nothing; a space that a producer also indexes through another
+      axis, e.g. a square kernel whose input a residual addition ties to its
+      output, is left alone, as ``compact`` leaves it); then every other ``params`` leaf indexed by that space
       (not as a kernel's input axis) gets ``False`` at ``c``. Leaves it does not
       touch are returned as given; a ``None`` leaf it touches becomes a bool
       array. Spaces the model's input or output pins are left alone, as
@@ -83,19 +85,29 @@ def structure_groups(
         """Axis -> channel space, for the axes of leaf ``i`` that index exactly one space."""
         return {d: roots[0] for d, roots in enumerate(g.roots(g.leaf_ids[i])) if len(roots) == 1}
 
-    producers: dict[int, list[tuple[int, int]]] = {}  # space -> (params index, output axis)
+    # space -> (params index, output axis) of each kernel producing it
+    producers: dict[int, list[tuple[int, int]]] = {}
+    unclear: set[int] = set()  # spaces a producer indexes through more than its output axis
     for vid, axis, _ in g.producers:
         i = g.vars[vid].leaf
         out_roots = g.expand(g.vars[vid].axes[axis])
-        if i is None or not is_param[i] or len(out_roots) != 1:
+        if i is None or not is_param[i]:
             continue
-        for d, r in single_root_axes(i).items():
-            if r == out_roots[0] and (param_pos[i], d) not in producers.get(r, []):
-                producers.setdefault(r, []).append((param_pos[i], d))
+        if len(out_roots) != 1:
+            unclear.update(out_roots)
+            continue
+        r = out_roots[0]
+        roots = g.roots(g.leaf_ids[i])
+        axes = [d for d, rr in enumerate(roots) if r in rr]
+        if len(axes) != 1 or roots[axes[0]] != [r]:  # e.g. a square kernel tied to its own input:
+            unclear.add(r)  # compact does not remove such channels, so they are not grouped either
+            continue
+        if (param_pos[i], axes[0]) not in producers.get(r, []):
+            producers.setdefault(r, []).append((param_pos[i], axes[0]))
     consumed = {
         (g.vars[vid].leaf, r) for vid, axis, _ in g.consumers for r in g.expand(g.vars[vid].axes[axis])
     }
-    spaces = {r for r in producers if not g.pins(r)}
+    spaces = {r for r in producers if not g.pins(r) and r not in unclear}
     # params index -> [(axis, space)] that the group mask zeroes along
     grouped: dict[int, list[tuple[int, int]]] = {}
     for i, param in enumerate(is_param):
