@@ -9,8 +9,8 @@ a step whose scratch is larger pays for it at every execution even where the
 extra scratch is never touched: measured on the RigL/SET benchmark (MLP
 784-300-100-10, batch 256, one program with the mask update under
 ``lax.cond``), 11 (RigL) and 82 (SET) page faults per step against 4 for
-dense, 0-1 once tuned, and SET's step overhead over dense 1.14-1.17x against
-1.12-1.14x tuned (see BENCHMARKS.md, "RigL / SET step overhead"). The engine
+dense, 0-1 once tuned, and SET's step overhead over dense 1.14-1.20x against
+1.11-1.14x tuned (see BENCHMARKS.md, "RigL / SET step overhead"). The engine
 does not need it (its sparse-training steps run without the untaken branch)
 and does not call it: it is a process-wide setting, for the user's own loop.
 
