@@ -212,7 +212,8 @@ def structure_group_mask(
 ) -> Callable[[PyTree], PyTree]:
     """The structured methods' mask extension (jittable): a pruned filter's bias
     and BatchNorm scale and shift go with it (:func:`jaxprune.compress.structure_groups`
-    of the model traced at ``state``'s shapes)."""
+    of the model traced at ``state``'s shapes: a ``jax.eval_shape`` of the
+    state is enough)."""
     variables = {"params": state.params}
     if jax.tree.leaves(state.batch_stats):
         variables["batch_stats"] = state.batch_stats
@@ -537,7 +538,7 @@ def train_method(
     spe = probe.steps_per_epoch
     group = None  # structured methods: the mask extended to each pruned filter's structure group
     if scope == "filter":
-        group = structure_group_mask(model, probe.init_state(), dataset.input_shape)
+        group = structure_group_mask(model, jax.eval_shape(probe.init_state), dataset.input_shape)
 
     def masked(params: PyTree, mask: PyTree) -> PyTree:
         return apply_mask(params, mask if group is None else group(mask))
