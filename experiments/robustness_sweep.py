@@ -689,6 +689,17 @@ def mask_stats_cases() -> list[Case]:
     area = "measures.masks_stats"
     a = {"k": jnp.array([True, True, False, False]), "b": None}
     b = {"k": jnp.array([True, False, True, False]), "b": None}
+
+    def mismatches(name: str, fn: Callable, wrong_size: int) -> list[Case]:
+        """``fn(a, other)`` with ``other`` of another tree structure, then of another leaf shape."""
+        return [
+            Case(area, f"{name}/tree_mismatch", functools.partial(fn, a, {"x": b["k"], "b": None}),
+                 error("mask", "structure")),
+            Case(area, f"{name}/shape_mismatch",
+                 functools.partial(fn, a, {"k": jnp.ones(wrong_size, bool), "b": None}),
+                 error("mask", "shape")),
+        ]
+
     cases = [
         Case(area, "mask_iou/ok", functools.partial(m.mask_iou, a, b), value(1 / 3)),
         Case(area, "mask_iou/identical", functools.partial(m.mask_iou, a, a), value(1.0)),
@@ -728,18 +739,7 @@ def mask_stats_cases() -> list[Case]:
             functools.partial(m.mask_iou, {"k": jnp.array([2, 1, 0, 0])}, {"k": jnp.array([1, 0, 1, 0])}),
             value(1 / 3, refuse=("mask",)),
         ),
-        Case(
-            area,
-            "mask_iou/tree_mismatch",
-            functools.partial(m.mask_iou, a, {"x": b["k"], "b": None}),
-            error("mask", "structure"),
-        ),
-        Case(
-            area,
-            "mask_iou/shape_mismatch",
-            functools.partial(m.mask_iou, a, {"k": jnp.ones(3, bool), "b": None}),
-            error("mask", "shape"),
-        ),
+        *mismatches("mask_iou", m.mask_iou, 3),
         Case(
             area,
             "mask_iou/none_vs_array",
@@ -769,18 +769,7 @@ def mask_stats_cases() -> list[Case]:
             ),
             error("mask"),
         ),
-        Case(
-            area,
-            "mask_flips/tree_mismatch",
-            functools.partial(m.mask_flips, a, {"x": b["k"], "b": None}),
-            error("mask", "structure"),
-        ),
-        Case(
-            area,
-            "mask_flips/shape_mismatch",
-            functools.partial(m.mask_flips, a, {"k": jnp.ones(5, bool), "b": None}),
-            error("mask", "shape"),
-        ),
+        *mismatches("mask_flips", m.mask_flips, 5),
         Case(
             area,
             "mask_flips/no_prunable",
